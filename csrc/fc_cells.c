@@ -1,0 +1,39 @@
+/* fc_cells.c -- instantiates the pointwise cell kernels (fc_cells_impl.h) and activations
+ * (fc_activations.h) for float (_f32) and double (_f64) from one source.
+ *
+ * On x86-64 with GCC or Clang each kernel is compiled three times (x86-64-v4 = AVX-512,
+ * x86-64-v3 = AVX2+FMA, and baseline SSE2) and the loader picks the best one for the CPU at run
+ * time (target_clones / ifunc), so a portable build still runs wide vectors. Results are
+ * deterministic for a given machine; clones may differ in the last bit (FMA contraction).
+ */
+#include <stddef.h>
+#include <string.h>
+#include <math.h>
+#include "fc_cells.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(FC_NO_CLONES) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define FC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FC_CLONES
+#endif
+
+#define FC_C(x) ((FC_REAL)(x))
+
+#define FC_REAL float
+#define FC_SFX(n) n##_f32
+#define FC_IS_DOUBLE 0
+#define FC_C1 1.0f
+#include "fc_activations.h"
+#include "fc_cells_impl.h"
+#undef FC_REAL
+#undef FC_SFX
+#undef FC_IS_DOUBLE
+#undef FC_C1
+
+#define FC_REAL double
+#define FC_SFX(n) n##_f64
+#define FC_IS_DOUBLE 1
+#define FC_C1 1.0
+#include "fc_activations.h"
+#include "fc_cells_impl.h"

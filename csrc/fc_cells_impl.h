@@ -1,0 +1,190 @@
+/* fc_cells_impl.h -- the fused pointwise ("postgemm") pass of each cell, forward and backward,
+ * for one floating type. Template header: included once per type by fc_cells.c with FC_REAL,
+ * FC_SFX and FC_IS_DOUBLE defined. Prototypes and the contract of every function: fc_cells.h.
+ *
+ * Layout: every matrix is row-major with `rows` rows (a slice of the batch); gate blocks are
+ * (rows, G*H) with the gates side by side in PyTorch order; state blocks are (rows, H).
+ * Equation numbers refer to README "The math".
+ */
+
+/* LSTM forward, eq. (L1-L3). gates: in = x W_ih^T + h W_hh^T (no bias); out = i, f, g, o
+ * activated (saved for backward). c_prev may alias c (updated in place). h_copy may be NULL. */
+FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
+                                  const FC_REAL *bias, const FC_REAL *c_prev, FC_REAL *c,
+                                  FC_REAL *h, FC_REAL *h_copy)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
+        const FC_REAL *cp = c_prev + r * H;
+        FC_REAL *cr = c + r * H, *hr = h + r * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL i = FC_SFX(fc_sigmoid)(gi[j] + bias[j]);
+            FC_REAL f = FC_SFX(fc_sigmoid)(gf[j] + bias[H + j]);
+            FC_REAL g = FC_SFX(fc_tanh)(gg[j] + bias[2 * H + j]);
+            FC_REAL o = FC_SFX(fc_sigmoid)(go[j] + bias[3 * H + j]);
+            FC_REAL cn = f * cp[j] + i * g;
+            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+            cr[j] = cn;
+            hr[j] = o * FC_SFX(fc_tanh)(cn);
+        }
+        if (h_copy) memcpy(h_copy + r * H, hr, (size_t)H * sizeof(FC_REAL));
+    }
+}
+
+/* LSTM backward of one step. gates: in = saved i, f, g, o; out = d(pre-activations), the rows
+ * of dG_t. c, c_prev: saved c_t, c_{t-1}. dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t
+ * (from step t+1); consumed. dc: in = dL/dc_t from step t+1; out = dL/dc_{t-1}. */
+FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
+                                  const FC_REAL *c, const FC_REAL *c_prev, const FC_REAL *dy,
+                                  const FC_REAL *dh, FC_REAL *dc)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
+        const FC_REAL *cr = c + r * H, *cp = c_prev + r * H, *dhr = dh + r * H;
+        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        const int has_dy = dy != NULL;                       /* dyr is then a dummy, never used */
+        FC_REAL *dcr = dc + r * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL i = gi[j], f = gf[j], g = gg[j], o = go[j];
+            FC_REAL tc = FC_SFX(fc_tanh)(cr[j]);
+            FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
+            FC_REAL dct = dcr[j] + dht * o * (FC_C1 - tc * tc);
+            dcr[j] = dct * f;
+            gi[j] = dct * g * i * (FC_C1 - i);
+            gf[j] = dct * cp[j] * f * (FC_C1 - f);
+            gg[j] = dct * i * (FC_C1 - g * g);
+            go[j] = dht * tc * o * (FC_C1 - o);
+        }
+    }
+}
+
+/* GRU forward (PyTorch, linear before reset), eq. (G1-G4). gx: in = x W_ih^T (no bias);
+ * out = r, z, n activated (saved). gh: h W_hh^T (no bias). b_ih, b_hh: (3H,) each.
+ * hn_save (rows, H) = h W_hn^T + b_hn, saved for backward, or NULL. h_prev may alias h. */
+FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
+                                 const FC_REAL *b_ih, const FC_REAL *b_hh,
+                                 const FC_REAL *h_prev, FC_REAL *h, FC_REAL *h_copy,
+                                 FC_REAL *hn_save)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *xr = gx + r * 3 * H, *xz = xr + H, *xn = xz + H;
+        const FC_REAL *hr_ = gh + r * 3 * H, *hz = hr_ + H, *hn = hz + H;
+        const FC_REAL *hp = h_prev + r * H;
+        FC_REAL *ho = h + r * H;
+        FC_REAL *hs = hn_save ? hn_save + r * H : NULL;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
+            FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
+            FC_REAL hnb = hn[j] + b_hh[2 * H + j];
+            FC_REAL ng = FC_SFX(fc_tanh)(xn[j] + b_ih[2 * H + j] + rg * hnb);
+            FC_REAL hv = hp[j];
+            xr[j] = rg; xz[j] = zg; xn[j] = ng;
+            ho[j] = (FC_C1 - zg) * ng + zg * hv;
+            if (hs) hs[j] = hnb;
+        }
+        if (h_copy) memcpy(h_copy + r * H, ho, (size_t)H * sizeof(FC_REAL));
+    }
+}
+
+/* GRU backward of one step. gates: in = saved r, z, n; out = d(x pre-activations) [dr, dz, dn].
+ * hn: in = saved h W_hn^T + b_hn; out = d(h W_hn^T + b_hn) = dn * r. dgh (rows, 3H): out =
+ * d(h W_hh^T) = [dr, dz, dn*r], the operand of the per-step GEMM. dh: in = recurrent dL/dh_t;
+ * out = the direct part of dL/dh_{t-1}, z * dh_t (the GEMM adds dgh W_hh with beta = 1). */
+FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates, FC_REAL *hn,
+                                 FC_REAL *dgh, const FC_REAL *h_prev, const FC_REAL *dy,
+                                 FC_REAL *dh)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gr = gates + r * 3 * H, *gz = gr + H, *gn = gz + H;
+        FC_REAL *hnr = hn + r * H, *dhr = dh + r * H;
+        FC_REAL *dr_ = dgh + r * 3 * H, *dz_ = dr_ + H, *dn_ = dz_ + H;
+        const FC_REAL *hp = h_prev + r * H;
+        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        const int has_dy = dy != NULL;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL rg = gr[j], zg = gz[j], ng = gn[j];
+            FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
+            FC_REAL dan = dht * (FC_C1 - zg) * (FC_C1 - ng * ng);
+            FC_REAL dar = dan * hnr[j] * rg * (FC_C1 - rg);
+            FC_REAL daz = dht * (hp[j] - ng) * zg * (FC_C1 - zg);
+            FC_REAL dhn = dan * rg;
+            gr[j] = dar; gz[j] = daz; gn[j] = dan;
+            dr_[j] = dar; dz_[j] = daz; dn_[j] = dhn;
+            hnr[j] = dhn;
+            dhr[j] = dht * zg;
+        }
+    }
+}
+
+/* Elman RNN forward, eq. (R1). g: in = x W_ih^T + h W_hh^T; out = h_t (activated, in place).
+ * relu != 0 selects relu, else tanh. */
+FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *g, const FC_REAL *bias,
+                                 int relu, FC_REAL *h_copy)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gr = g + r * H;
+        if (relu) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < H; j++) {
+                FC_REAL v = gr[j] + bias[j];
+                gr[j] = v > 0 ? v : (v != v ? v : FC_C(0.0));  /* NaN propagates, like torch */
+            }
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < H; j++) gr[j] = FC_SFX(fc_tanh)(gr[j] + bias[j]);
+        }
+        if (h_copy) memcpy(h_copy + r * H, gr, (size_t)H * sizeof(FC_REAL));
+    }
+}
+
+/* Elman RNN backward of one step. h: saved h_t. dg: out = d(pre-activation), rows of dG_t.
+ * dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t. */
+FC_CLONES void FC_SFX(fc_rnn_bwd)(ptrdiff_t rows, ptrdiff_t H, const FC_REAL *h, FC_REAL *dg,
+                                 const FC_REAL *dy, const FC_REAL *dh, int relu)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *hr = h + r * H, *dhr = dh + r * H;
+        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        const int has_dy = dy != NULL;
+        FC_REAL *dgr = dg + r * H;
+        if (relu) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < H; j++)
+                dgr[j] = hr[j] > 0 ? dhr[j] + (has_dy ? dyr[j] : FC_C(0.0)) : FC_C(0.0);
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < H; j++)
+                dgr[j] = (dhr[j] + (has_dy ? dyr[j] : FC_C(0.0))) * (FC_C1 - hr[j] * hr[j]);
+        }
+    }
+}
+
+/* Sum of the rows of a (rows, n) matrix into out (n,), added to out when accumulate != 0.
+ * Used for the bias gradients (sum of dG over time and batch). */
+FC_CLONES void FC_SFX(fc_colsum)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const FC_REAL *a,
+                                FC_REAL *out, int accumulate)
+{
+    if (!accumulate) memset(out, 0, (size_t)n * sizeof(FC_REAL));
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *ar = a + r * ld;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++) out[j] += ar[j];
+    }
+}
+
+/* Elementwise activations over a contiguous array, for tests and users of the C API. */
+FC_CLONES void FC_SFX(fc_vsigmoid)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
+{
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = FC_SFX(fc_sigmoid)(x[j]);
+}
+
+FC_CLONES void FC_SFX(fc_vtanh)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
+{
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = FC_SFX(fc_tanh)(x[j]);
+}

@@ -1,0 +1,412 @@
+"""Public functional API: validation, allocation and dispatch to the compiled kernels.
+
+Nothing here loops over time or batch. Every array the caller passes is only read; outputs and
+workspaces are fresh arrays. All arrays of one call must share one dtype, float32 or float64
+(no silent casts: a mismatch is a TypeError naming the argument).
+"""
+import numpy as np
+
+from . import _kernels
+from ._threads import blas_fallback_limit, effective_n_threads, set_threads_local_address
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_BLAS_INT_MAX = 2**31 - 1
+# Inference processes the input projection in chunks of timesteps holding at most this many
+# gate values, so its extra memory is O(B*H), independent of T.
+_INFERENCE_CHUNK_ELEMS = 1 << 20
+
+
+class Workspace:
+    """Opaque state saved by a training forward pass for its backward pass.
+
+    Holds the saved gate activations and states (owned) and references to the forward's inputs
+    (x, h0, c0 and the weights, read again by backward: do not modify them in place between
+    forward and backward). A backward pass consumes the workspace -- it reuses the saved
+    activations' memory for the gate gradients -- so a second backward with the same workspace
+    raises RuntimeError, as PyTorch does without retain_graph.
+    """
+
+    __slots__ = ("cell", "dtype", "T", "B", "I", "H", "nonlinearity", "n_threads", "has_b_ih",
+                 "has_b_hh", "_arrays", "_consumed")
+
+    def __init__(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
+                 nonlinearity=None):
+        self.cell = cell
+        self.dtype = dtype
+        self.T, self.B, self.I, self.H = T, B, I, H
+        self.nonlinearity = nonlinearity
+        self.n_threads = n_threads
+        self.has_b_ih, self.has_b_hh = has_b_ih, has_b_hh
+        self._arrays = arrays
+        self._consumed = False
+
+    @property
+    def nbytes(self):
+        """Bytes owned by the workspace (saved activations and states; not the inputs)."""
+        return sum(a.nbytes for k, a in self._arrays.items() if k in _OWNED)
+
+    def __repr__(self):
+        state = "consumed" if self._consumed else "ready"
+        return (f"<fastcells.Workspace {self.cell} {np.dtype(self.dtype).name} T={self.T} "
+                f"B={self.B} I={self.I} H={self.H} {state}, {self.nbytes} bytes>")
+
+
+_OWNED = ("gates", "cs", "hs", "hn")
+
+
+# ------------------------------------------------------------------------------ validation
+def _dtype_of(name, a):
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        a = np.asarray(a)
+        dt = a.dtype
+    dt = np.dtype(dt)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
+    return dt
+
+
+def _call_dtype(**arrays):
+    """The one dtype shared by all non-None arrays of a call (TypeError naming the odd one)."""
+    dtype = None
+    first = None
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        dt = _dtype_of(name, a)
+        if dtype is None:
+            dtype, first = dt, name
+        elif dt != dtype:
+            raise TypeError(f"{name} has dtype {dt} but {first} has dtype {dtype}; all arrays "
+                            f"of one call must share one dtype (float32 or float64)")
+    return dtype
+
+
+def _array(name, a, dtype, shape):
+    """C-contiguous array of exactly ``shape`` and ``dtype`` (a copy only if layout demands)."""
+    arr = np.asarray(a)
+    if arr.dtype != dtype:  # lists and scalars: only a float array of the call dtype is accepted
+        _dtype_of(name, arr)
+        raise TypeError(f"{name} has dtype {arr.dtype}, expected {dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {_fmt(shape)}, got {_fmt(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def _fmt(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_x(x, dtype):
+    x = np.asarray(x)
+    if x.dtype != dtype:
+        raise TypeError(f"x has dtype {x.dtype}, expected {dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x must be 3-D (T, B, input_size), got shape {_fmt(x.shape)}")
+    return np.ascontiguousarray(x)
+
+
+def _check_weights(cell, w_ih, w_hh, I, dtype):
+    G = _GATES[cell]
+    w_hh = np.asarray(w_hh)
+    if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(f"w_hh must have shape ({G}*H, H) with H >= 1 for {cell.upper()}, "
+                         f"got {_fmt(w_hh.shape)}")
+    H = w_hh.shape[1]
+    w_hh = _array("w_hh", w_hh, dtype, (G * H, H))
+    w_ih = np.asarray(w_ih)
+    if w_ih.shape != (G * H, I):
+        raise ValueError(f"w_ih must have shape ({G}*H, input_size) = {_fmt((G * H, I))} "
+                         f"(H = {H} from w_hh, input_size = {I} from x), got {_fmt(w_ih.shape)}")
+    w_ih = _array("w_ih", w_ih, dtype, (G * H, I))
+    return w_ih, w_hh, H
+
+
+def _check_sizes(T, B, I, H, G):
+    for what, v in (("T*B", T * B), ("gates per row (G*H)", G * H), ("input_size", I),
+                    ("hidden_size", H)):
+        if v > _BLAS_INT_MAX:
+            raise ValueError(f"{what} = {v} exceeds the BLAS integer limit 2**31-1")
+
+
+def _state(name, a, dtype, B, H):
+    if a is None:
+        return np.zeros((B, H), dtype)
+    return _array(name, a, dtype, (B, H))
+
+
+def _bias(name, a, dtype, n):
+    return None if a is None else _array(name, a, dtype, (n,))
+
+
+def _n_par(n_threads, B):
+    return max(1, min(n_threads, B))
+
+
+def _inference_chunk(T, B, G, H):
+    return max(1, min(T, _INFERENCE_CHUNK_ELEMS // max(1, B * G * H)))
+
+
+def _check_workspace(ws, cell, fn):
+    if not isinstance(ws, Workspace):
+        raise TypeError(f"{fn}: ws must be the Workspace returned by {cell}_forward(..., "
+                        f"training=True), got {type(ws).__name__}"
+                        + (" (forward ran with training=False?)" if ws is None else ""))
+    if ws.cell != cell:
+        raise ValueError(f"{fn}: ws comes from {ws.cell}_forward, not {cell}_forward")
+    if ws._consumed:
+        raise RuntimeError(f"{fn}: this workspace was already used by a backward pass (backward "
+                           f"reuses its memory); run the forward pass again")
+
+
+def _grad(name, a, dtype, shape):
+    if a is None:
+        return None
+    _call_dtype(**{name: a})
+    arr = np.asarray(a)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but the forward pass ran in {dtype}")
+    return _array(name, arr, dtype, shape)
+
+
+def _flat(a):
+    return None if a is None else a.reshape(-1)
+
+
+# ------------------------------------------------------------------------------ LSTM
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_threads=None):
+    """LSTM over a sequence (PyTorch ``nn.LSTM`` math, one layer, one direction).
+
+    x (T, B, I); h0, c0 (B, H) or None (zeros); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,) or
+    None; gate order i, f, g, o. Returns y (T, B, H), h_n, c_n (B, H) and the Workspace for
+    :func:`lstm_backward` (None when ``training=False``).
+    """
+    dtype = _call_dtype(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    x = _check_x(x, dtype)
+    T, B, I = x.shape
+    w_ih, w_hh, H = _check_weights("lstm", w_ih, w_hh, I, dtype)
+    _check_sizes(T, B, I, H, 4)
+    h0 = _state("h0", h0, dtype, B, H)
+    c0 = _state("c0", c0, dtype, B, H)
+    b_ih, b_hh = _bias("b_ih", b_ih, dtype, 4 * H), _bias("b_hh", b_hh, dtype, 4 * H)
+    bias = _sum_bias(b_ih, b_hh, dtype, 4 * H)
+    nt = effective_n_threads(n_threads)
+    n_par = _n_par(nt, B)
+    y = np.empty((T, B, H), dtype)
+    h_n = np.empty((B, H), dtype)
+    c_n = np.empty((B, H), dtype) if training else c0.copy()
+    if training:
+        gates = np.empty((T, B, 4 * H), dtype)
+        cs = np.empty((T, B, H), dtype)
+        hs = np.empty((T, B, H), dtype)
+        chunk = T
+    else:
+        chunk = _inference_chunk(T, B, 4, H)
+        gates = np.empty((chunk, B, 4 * H), dtype)
+        cs = hs = None
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    with blas_fallback_limit(n_par):
+        _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
+                              _flat(cs), _flat(hs), x.reshape(-1), h0.reshape(-1),
+                              c0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), bias,
+                              T, B, I, H, chunk, nt, n_par, set_threads_local_address())
+    if not training:
+        return y, h_n, c_n, None
+    ws = Workspace("lstm", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+                   dict(gates=gates, cs=cs, hs=hs, x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh))
+    return y, h_n, c_n, ws
+
+
+def lstm_backward(dy, dh_n, dc_n, ws):
+    """Backward of :func:`lstm_forward`: gradients of a loss given dL/dy, dL/dh_n, dL/dc_n.
+
+    dy (T, B, H), dh_n, dc_n (B, H), each may be None (zero). Returns
+    (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh); a bias gradient is None when that bias was None.
+    The workspace is consumed (see :class:`Workspace`).
+    """
+    _check_workspace(ws, "lstm", "lstm_backward")
+    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
+    dy = _grad("dy", dy, dtype, (T, B, H))
+    dh_n = _grad("dh_n", dh_n, dtype, (B, H))
+    dc_n = _grad("dc_n", dc_n, dtype, (B, H))
+    a = ws._arrays
+    ws._consumed = True
+    dx = np.empty((T, B, I), dtype)
+    dh0 = np.empty((B, H), dtype)
+    dc0 = np.empty((B, H), dtype)
+    dw_ih = np.empty((4 * H, I), dtype)
+    dw_hh = np.empty((4 * H, H), dtype)
+    db = np.empty(4 * H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
+    n_par = _n_par(ws.n_threads, B)
+    with blas_fallback_limit(n_par):
+        _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
+                               dw_ih.reshape(-1), dw_hh.reshape(-1), db, a["gates"].reshape(-1),
+                               a["cs"].reshape(-1), a["hs"].reshape(-1), a["x"].reshape(-1),
+                               a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
+                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), _flat(dc_n),
+                               T, B, I, H, ws.n_threads, n_par, set_threads_local_address())
+    ws._arrays = {}
+    db_ih, db_hh = _split_bias_grad(db, ws)
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+
+def _sum_bias(b_ih, b_hh, dtype, n):
+    if b_ih is None and b_hh is None:
+        return np.zeros(n, dtype)
+    if b_ih is None:
+        return b_hh
+    if b_hh is None:
+        return b_ih
+    return b_ih + b_hh
+
+
+def _split_bias_grad(db, ws):
+    """LSTM/RNN: both biases enter the same sum, so both get the same gradient."""
+    if db is None:
+        return None, None
+    return (db if ws.has_b_ih else None), (db.copy() if ws.has_b_ih and ws.has_b_hh else
+                                          (db if ws.has_b_hh else None))
+
+
+# ------------------------------------------------------------------------------ GRU
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_threads=None):
+    """GRU over a sequence (PyTorch ``nn.GRU`` math: b_hn inside the reset product).
+
+    x (T, B, I); h0 (B, H) or None; w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,) or None;
+    gate order r, z, n. Returns y (T, B, H), h_n (B, H) and the Workspace (None for inference).
+    """
+    dtype = _call_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    x = _check_x(x, dtype)
+    T, B, I = x.shape
+    w_ih, w_hh, H = _check_weights("gru", w_ih, w_hh, I, dtype)
+    _check_sizes(T, B, I, H, 3)
+    h0 = _state("h0", h0, dtype, B, H)
+    b_ih, b_hh = _bias("b_ih", b_ih, dtype, 3 * H), _bias("b_hh", b_hh, dtype, 3 * H)
+    kb_ih = b_ih if b_ih is not None else np.zeros(3 * H, dtype)
+    kb_hh = b_hh if b_hh is not None else np.zeros(3 * H, dtype)
+    nt = effective_n_threads(n_threads)
+    n_par = _n_par(nt, B)
+    y = np.empty((T, B, H), dtype)
+    h_n = np.empty((B, H), dtype)
+    gh = np.empty((B, 3 * H), dtype)
+    if training:
+        gates = np.empty((T, B, 3 * H), dtype)
+        hn = np.empty((T, B, H), dtype)
+        hs = np.empty((T, B, H), dtype)
+        chunk = T
+    else:
+        chunk = _inference_chunk(T, B, 3, H)
+        gates = np.empty((chunk, B, 3 * H), dtype)
+        hn = hs = None
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    with blas_fallback_limit(n_par):
+        _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
+                             _flat(hs), gh.reshape(-1), x.reshape(-1), h0.reshape(-1),
+                             w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh,
+                             T, B, I, H, chunk, nt, n_par, set_threads_local_address())
+    if not training:
+        return y, h_n, None
+    ws = Workspace("gru", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+                   dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh))
+    return y, h_n, ws
+
+
+def gru_backward(dy, dh_n, ws):
+    """Backward of :func:`gru_forward`. dy (T, B, H) and dh_n (B, H) may be None.
+
+    Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); consumes the workspace.
+    """
+    _check_workspace(ws, "gru", "gru_backward")
+    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
+    dy = _grad("dy", dy, dtype, (T, B, H))
+    dh_n = _grad("dh_n", dh_n, dtype, (B, H))
+    a = ws._arrays
+    ws._consumed = True
+    dx = np.empty((T, B, I), dtype)
+    dh0 = np.empty((B, H), dtype)
+    dw_ih = np.empty((3 * H, I), dtype)
+    dw_hh = np.empty((3 * H, H), dtype)
+    db_ih = np.empty(3 * H, dtype)
+    db_hh = np.empty(3 * H, dtype)
+    dgh = np.empty((B, 3 * H), dtype)
+    n_par = _n_par(ws.n_threads, B)
+    with blas_fallback_limit(n_par):
+        _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
+                              dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
+                              a["hn"].reshape(-1), dgh.reshape(-1), a["hs"].reshape(-1),
+                              a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
+                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n),
+                              T, B, I, H, ws.n_threads, n_par, set_threads_local_address())
+    ws._arrays = {}
+    return (dx, dh0, dw_ih, dw_hh, db_ih if ws.has_b_ih else None,
+            db_hh if ws.has_b_hh else None)
+
+
+# ------------------------------------------------------------------------------ RNN
+def _relu_flag(nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return nonlinearity == "relu"
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", training=True,
+                n_threads=None):
+    """Elman RNN over a sequence (PyTorch ``nn.RNN``): h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
+
+    x (T, B, I); h0 (B, H) or None; w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,) or None;
+    nonlinearity 'tanh' or 'relu'. Returns y (T, B, H), h_n (B, H), Workspace or None.
+    """
+    relu = _relu_flag(nonlinearity)
+    dtype = _call_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    x = _check_x(x, dtype)
+    T, B, I = x.shape
+    w_ih, w_hh, H = _check_weights("rnn", w_ih, w_hh, I, dtype)
+    _check_sizes(T, B, I, H, 1)
+    h0 = _state("h0", h0, dtype, B, H)
+    b_ih, b_hh = _bias("b_ih", b_ih, dtype, H), _bias("b_hh", b_hh, dtype, H)
+    bias = _sum_bias(b_ih, b_hh, dtype, H)
+    nt = effective_n_threads(n_threads)
+    n_par = _n_par(nt, B)
+    y = np.empty((T, B, H), dtype)
+    h_n = np.empty((B, H), dtype)
+    hs = np.empty((T, B, H), dtype) if training else None
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    with blas_fallback_limit(n_par):
+        _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), x.reshape(-1),
+                             h0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), bias,
+                             T, B, I, H, relu, nt, n_par, set_threads_local_address())
+    if not training:
+        return y, h_n, None
+    ws = Workspace("rnn", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+                   dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh), nonlinearity=nonlinearity)
+    return y, h_n, ws
+
+
+def rnn_backward(dy, dh_n, ws):
+    """Backward of :func:`rnn_forward`. dy (T, B, H) and dh_n (B, H) may be None.
+
+    Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); consumes the workspace.
+    """
+    _check_workspace(ws, "rnn", "rnn_backward")
+    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
+    dy = _grad("dy", dy, dtype, (T, B, H))
+    dh_n = _grad("dh_n", dh_n, dtype, (B, H))
+    a = ws._arrays
+    ws._consumed = True
+    dx = np.empty((T, B, I), dtype)
+    dh0 = np.empty((B, H), dtype)
+    dw_ih = np.empty((H, I), dtype)
+    dw_hh = np.empty((H, H), dtype)
+    db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
+    dg = np.empty((T, B, H), dtype)
+    n_par = _n_par(ws.n_threads, B)
+    with blas_fallback_limit(n_par):
+        _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
+                              dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),
+                              a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
+                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n),
+                              T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_par,
+                              set_threads_local_address())
+    ws._arrays = {}
+    db_ih, db_hh = _split_bias_grad(db, ws)
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
