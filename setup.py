@@ -47,6 +47,7 @@ common = dict(
 
 extensions = [
     Extension("fastcells._blas", ["src/fastcells/_blas.pyx"], **common),
+    Extension("fastcells._floor", ["src/fastcells/_floor.pyx"], **common),
     Extension("fastcells._kernels", ["src/fastcells/_kernels.pyx", "csrc/fc_cells.c"],
               depends=["csrc/fc_cells.h", "csrc/fc_cells_impl.h", "csrc/fc_activations.h"], **common),
 ]

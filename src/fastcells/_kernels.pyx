@@ -129,6 +129,59 @@ cdef inline void copy_or_zero(floating *dst, const floating *src, Py_ssize_t n) 
         memset(dst, 0, n * sizeof(floating))
 
 
+
+cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, Py_ssize_t M,
+                   Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                   const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
+                   Py_ssize_t ldc) noexcept nogil:
+    """C = op(A) @ Bm + beta C (Bm untransposed), the M rows of C split over OpenMP threads.
+
+    Each thread calls BLAS single-threaded on its row block, so BLAS's own thread pool is never
+    woken: no idle BLAS threads spinning against our OpenMP threads on the same cores.
+    trans_a: A is stored (K, M) and the row block of op(A) is a column block of A.
+    """
+    cdef int tid, prev
+    cdef Py_ssize_t r0, r1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        r0 = slice_start(M, n_threads, tid)
+        r1 = slice_start(M, n_threads, tid + 1)
+        prev = set_blas_threads(set_threads, 1)
+        gemm(trans_a, False, <int>(r1 - r0), <int>N, <int>K, <floating>1,
+             A + (r0 if trans_a else r0 * lda), <int>lda, Bm, <int>ldb, beta,
+             C + r0 * ldc, <int>ldc)
+        restore_blas_threads(set_threads, prev)
+
+
+cdef void par_gemm_bt(int n_threads, set_threads_fn set_threads, Py_ssize_t M, Py_ssize_t N,
+                      Py_ssize_t K, const floating *A, Py_ssize_t lda, const floating *Bm,
+                      Py_ssize_t ldb, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C = A @ Bm^T (Bm stored (N, K)), rows of C split over OpenMP threads (see par_gemm)."""
+    cdef int tid, prev
+    cdef Py_ssize_t r0, r1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        r0 = slice_start(M, n_threads, tid)
+        r1 = slice_start(M, n_threads, tid + 1)
+        prev = set_blas_threads(set_threads, 1)
+        gemm(False, True, <int>(r1 - r0), <int>N, <int>K, <floating>1, A + r0 * lda, <int>lda,
+             Bm, <int>ldb, <floating>0, C + r0 * ldc, <int>ldc)
+        restore_blas_threads(set_threads, prev)
+
+
+cdef void par_colsum(int n_threads, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld,
+                     const floating *a, floating *out) noexcept nogil:
+    """out[j] = sum_r a[r, j] for j < n, the columns split over OpenMP threads."""
+    cdef int tid
+    cdef Py_ssize_t c0, c1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        c0 = slice_start(n, n_threads, tid)
+        c1 = slice_start(n, n_threads, tid + 1)
+        if c1 > c0:
+            colsum(rows, c1 - c0, ld, a + c0, out + c0, 0)
+
+
 # ================================================================= LSTM
 cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   floating *gates, floating *cs, floating *hs,
@@ -153,19 +206,17 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         copy_or_zero(h_n, h0, BH)
         copy_or_zero(c_n, c0, BH)
         return 0
-    prev_main = set_blas_threads(set_threads, n_threads)
+    prev_main = set_blas_threads(set_threads, 1)
     t0 = 0
     while t0 < T:
         tc = chunk if chunk < T - t0 else T - t0
         # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
-        set_blas_threads(set_threads, n_threads)
-        gemm(False, True, <int>(tc * B), <int>G, <int>I, <floating>1, x + t0 * B * I, <int>I,
-             w_ih, <int>I, <floating>0, gates, <int>G)
+        par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
             nb = slice_start(B, n_par, tid + 1) - b0
-            prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+            prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + (gt * B + b0) * G
@@ -217,13 +268,13 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     cdef const floating *c_prev
     copy_or_zero(dh0, dh_n, BH)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
     copy_or_zero(dc0, dc_n, BH)
-    prev_main = set_blas_threads(set_threads, n_threads)
+    prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
             nb = slice_start(B, n_par, tid + 1) - b0
-            prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+            prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 g_t = gates + (t * B + b0) * G
                 c_prev = (cs + (t - 1) * BH if t > 0 else c0) + b0 * H
@@ -234,19 +285,15 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                 gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, g_t, <int>G,
                      w_hh, <int>H, <floating>0, dh0 + b0 * H, <int>H)
             restore_blas_threads(set_threads, prev_local)
-    set_blas_threads(set_threads, n_threads)
     # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
-    gemm(False, False, <int>(T * B), <int>I, <int>G, <floating>1, gates, <int>G, w_ih, <int>I,
-         <floating>0, dx, <int>I)
-    gemm(True, False, <int>G, <int>I, <int>(T * B), <floating>1, gates, <int>G, x, <int>I,
-         <floating>0, dw_ih, <int>I)
-    gemm(True, False, <int>G, <int>H, <int>(B if T > 0 else 0), <floating>1, gates, <int>G,
-         h0, <int>H, <floating>0, dw_hh, <int>H)
+    par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+    par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+    par_gemm(n_threads, set_threads, True, G, H, B if T > 0 else 0, gates, G, h0, H, 0, dw_hh, H)
     if T > 1:
-        gemm(True, False, <int>G, <int>H, <int>((T - 1) * B), <floating>1, gates + B * G,
-             <int>G, hs, <int>H, <floating>1, dw_hh, <int>H)
+        par_gemm(n_threads, set_threads, True, G, H, (T - 1) * B, gates + B * G, G, hs, H, 1,
+                 dw_hh, H)
     if db != NULL:
-        colsum(T * B, G, G, gates, db, 0)
+        par_colsum(n_threads, T * B, G, G, gates, db)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -275,18 +322,17 @@ cdef int gru_fwd(floating *y, floating *h_n,
     if T == 0 or B == 0:
         copy_or_zero(h_n, h0, BH)
         return 0
-    prev_main = set_blas_threads(set_threads, n_threads)
+    prev_main = set_blas_threads(set_threads, 1)
     t0 = 0
     while t0 < T:
         tc = chunk if chunk < T - t0 else T - t0
-        set_blas_threads(set_threads, n_threads)
-        gemm(False, True, <int>(tc * B), <int>G, <int>I, <floating>1, x + t0 * B * I, <int>I,
-             w_ih, <int>I, <floating>0, gates, <int>G)
+        # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
+        par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
             nb = slice_start(B, n_par, tid + 1) - b0
-            prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+            prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + (gt * B + b0) * G
@@ -332,13 +378,13 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     cdef floating *g_t
     cdef const floating *h_prev
     copy_or_zero(dh0, dh_n, BH)
-    prev_main = set_blas_threads(set_threads, n_threads)
+    prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
             nb = slice_start(B, n_par, tid + 1) - b0
-            prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+            prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 g_t = gates + (t * B + b0) * G
                 h_prev = (hs + (t - 1) * BH if t > 0 else h0) + b0 * H
@@ -348,26 +394,24 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                 gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, dgh + b0 * G, <int>G,
                      w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
             restore_blas_threads(set_threads, prev_local)
-    set_blas_threads(set_threads, n_threads)
     # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
-    gemm(False, False, <int>(T * B), <int>I, <int>G, <floating>1, gates, <int>G, w_ih, <int>I,
-         <floating>0, dx, <int>I)
-    gemm(True, False, <int>G, <int>I, <int>(T * B), <floating>1, gates, <int>G, x, <int>I,
-         <floating>0, dw_ih, <int>I)
+    par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+    par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
     # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates); rows n: hn = dn * r.
-    gemm(True, False, <int>(2 * H), <int>H, <int>(B if T > 0 else 0), <floating>1, gates, <int>G,
-         h0, <int>H, <floating>0, dw_hh, <int>H)
-    gemm(True, False, <int>H, <int>H, <int>(B if T > 0 else 0), <floating>1, hn, <int>H,
-         h0, <int>H, <floating>0, dw_hh + 2 * H * H, <int>H)
+    par_gemm(n_threads, set_threads, True, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
+             dw_hh, H)
+    par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
+             dw_hh + 2 * H * H, H)
     if T > 1:
-        gemm(True, False, <int>(2 * H), <int>H, <int>((T - 1) * B), <floating>1, gates + B * G,
-             <int>G, hs, <int>H, <floating>1, dw_hh, <int>H)
-        gemm(True, False, <int>H, <int>H, <int>((T - 1) * B), <floating>1, hn + BH, <int>H,
-             hs, <int>H, <floating>1, dw_hh + 2 * H * H, <int>H)
+        par_gemm(n_threads, set_threads, True, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
+                 1, dw_hh, H)
+        par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+                 dw_hh + 2 * H * H, H)
     if db_ih != NULL:
-        colsum(T * B, G, G, gates, db_ih, 0)
-        colsum(T * B, 2 * H, G, gates, db_hh, 0)
-        colsum(T * B, H, H, hn, db_hh + 2 * H, 0)
+        par_colsum(n_threads, T * B, G, G, gates, db_ih)
+    if db_hh != NULL:
+        par_colsum(n_threads, T * B, 2 * H, G, gates, db_hh)
+        par_colsum(n_threads, T * B, H, H, hn, db_hh + 2 * H)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -388,14 +432,13 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs,
     if T == 0 or B == 0:
         copy_or_zero(h_n, h0, BH)
         return 0
-    prev_main = set_blas_threads(set_threads, n_threads)
-    gemm(False, True, <int>(T * B), <int>H, <int>I, <floating>1, x, <int>I, w_ih, <int>I,
-         <floating>0, buf, <int>H)
+    prev_main = set_blas_threads(set_threads, 1)
+    par_gemm_bt(n_threads, set_threads, T * B, H, I, x, I, w_ih, I, buf, H)
     with parallel(num_threads=n_par):
         tid = threadid()
         b0 = slice_start(B, n_par, tid)
         nb = slice_start(B, n_par, tid + 1) - b0
-        prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+        prev_local = set_blas_threads(set_threads, 1)
         for t in range(T):
             h_prev = (buf + (t - 1) * BH if t > 0 else h0) + b0 * H
             gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, h_prev, <int>H,
@@ -420,31 +463,27 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     cdef Py_ssize_t BH = B * H, t, b0, nb
     cdef int tid, prev_local, prev_main
     copy_or_zero(dh0, dh_n, BH)
-    prev_main = set_blas_threads(set_threads, n_threads)
+    prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
             nb = slice_start(B, n_par, tid + 1) - b0
-            prev_local = set_blas_threads(set_threads, 1 if n_par > 1 else n_threads)
+            prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 pw_rnn_bwd(nb, H, hs + t * BH + b0 * H, dg + t * BH + b0 * H,
                            dy + t * BH + b0 * H if dy != NULL else NULL, dh0 + b0 * H, relu)
                 gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, dg + t * BH + b0 * H,
                      <int>H, w_hh, <int>H, <floating>0, dh0 + b0 * H, <int>H)
             restore_blas_threads(set_threads, prev_local)
-    set_blas_threads(set_threads, n_threads)
-    gemm(False, False, <int>(T * B), <int>I, <int>H, <floating>1, dg, <int>H, w_ih, <int>I,
-         <floating>0, dx, <int>I)
-    gemm(True, False, <int>H, <int>I, <int>(T * B), <floating>1, dg, <int>H, x, <int>I,
-         <floating>0, dw_ih, <int>I)
-    gemm(True, False, <int>H, <int>H, <int>(B if T > 0 else 0), <floating>1, dg, <int>H,
-         h0, <int>H, <floating>0, dw_hh, <int>H)
+    par_gemm(n_threads, set_threads, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
+    par_gemm(n_threads, set_threads, True, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
+    par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, dg, H, h0, H, 0, dw_hh, H)
     if T > 1:
-        gemm(True, False, <int>H, <int>H, <int>((T - 1) * B), <floating>1, dg + BH, <int>H,
-             hs, <int>H, <floating>1, dw_hh, <int>H)
+        par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, dg + BH, H, hs, H, 1,
+                 dw_hh, H)
     if db != NULL:
-        colsum(T * B, H, H, dg, db, 0)
+        par_colsum(n_threads, T * B, H, H, dg, db)
     restore_blas_threads(set_threads, prev_main)
     return 0
 

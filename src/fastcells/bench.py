@@ -1,0 +1,382 @@
+"""Benchmark report: fastcells vs the NumPy reference, PyTorch (if installed) and the GEMM floor.
+
+    python -m fastcells bench [--quick] [--cells lstm,gru,rnn] [--dtype float32,float64]
+                              [--threads 1,2] [--modes train,infer] [--shapes ...]
+                              [--json out.json] [--plot out.png] [--fail-if-slower]
+
+Timing method: each configuration is warmed up, then the implementations are timed in paired
+alternation (one call of each per round, order rotated every round) so that a machine drifting
+in speed affects all of them alike; the figures are medians over the rounds. Ratios are taken
+within one run. Unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark command only (they
+select a slower OpenBLAS kernel on some machines); the header names the kernel that ran.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import _api, reference
+from ._threads import blas_info, effective_n_threads, set_threads_local_address
+
+# (B, T, I, H) -- from batch-1 latency to large
+SHAPES = {
+    "latency": (1, 100, 64, 128),
+    "small": (16, 64, 32, 64),
+    "charrnn": (32, 100, 128, 256),
+    "medium": (64, 100, 256, 512),
+    "large": (64, 50, 512, 1024),
+}
+QUICK_SHAPES = ("latency", "small", "charrnn")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+# ------------------------------------------------------------------------------ problems
+def make_problem(cell, B, T, I, H, dtype, seed=0):
+    """Random inputs and PyTorch-style initialised weights for one configuration."""
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    k = 1.0 / np.sqrt(H)
+    return dict(
+        x=rng.standard_normal((T, B, I)).astype(dtype),
+        h0=(0.1 * rng.standard_normal((B, H))).astype(dtype),
+        c0=(0.1 * rng.standard_normal((B, H))).astype(dtype),
+        w_ih=rng.uniform(-k, k, (G * H, I)).astype(dtype),
+        w_hh=rng.uniform(-k, k, (G * H, H)).astype(dtype),
+        b_ih=rng.uniform(-k, k, G * H).astype(dtype),
+        b_hh=rng.uniform(-k, k, G * H).astype(dtype),
+        dy=rng.standard_normal((T, B, H)).astype(dtype),
+    )
+
+
+def step_fn(mod, cell, p, mode, n_threads):
+    """A zero-argument callable: inference forward, or training forward + full backward."""
+    training = mode == "train"
+    args = (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
+        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    fwd = getattr(mod, f"{cell}_forward")
+    bwd = getattr(mod, f"{cell}_backward")
+    dy = p["dy"]
+
+    if not training:
+        return lambda: fwd(*args, training=False, n_threads=n_threads)
+    if cell == "lstm":
+        def run():
+            *_, ws = fwd(*args, training=True, n_threads=n_threads)
+            bwd(dy, None, None, ws)
+    else:
+        def run():
+            *_, ws = fwd(*args, training=True, n_threads=n_threads)
+            bwd(dy, None, ws)
+    return run
+
+
+def torch_step_fn(cell, p, mode, n_threads):
+    """The same step through torch.nn.LSTM/GRU/RNN (CPU), or None if torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(n_threads)
+    T, B, I = p["x"].shape
+    H = p["w_hh"].shape[1]
+    dtype = torch.float32 if p["x"].dtype == np.float32 else torch.float64
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    m = cls(I, H).to(dtype)
+    with torch.no_grad():
+        for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            getattr(m, {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0", "b_ih": "bias_ih_l0",
+                        "b_hh": "bias_hh_l0"}[name]).copy_(torch.from_numpy(p[name]))
+    x = torch.from_numpy(p["x"])
+    h0 = torch.from_numpy(p["h0"])[None]
+    hx = (h0, torch.from_numpy(p["c0"])[None]) if cell == "lstm" else h0
+    dy = torch.from_numpy(p["dy"])
+    if mode == "infer":
+        m.eval()
+
+        def run():
+            with torch.inference_mode():
+                m(x, hx)
+        return run
+    xg = x.clone().requires_grad_(True)
+
+    def run():
+        for q in m.parameters():
+            q.grad = None
+        xg.grad = None
+        y, _ = m(xg, hx)
+        y.backward(dy)
+    return run
+
+
+def floor_fn(cell, p, mode, n_threads):
+    """The GEMM floor for this configuration: callables for both schedules (see _floor.pyx)."""
+    from . import _floor
+    T, B, I = p["x"].shape
+    H = p["w_hh"].shape[1]
+    G = GATES[cell]
+    dt = p["x"].dtype
+    rng = np.random.default_rng(1)
+
+    def buf(*shape):
+        return (0.01 * rng.standard_normal(shape)).astype(dt).reshape(-1)
+    bufs = (p["x"].reshape(-1), p["w_ih"].reshape(-1), p["w_hh"].reshape(-1),
+            np.ascontiguousarray(p["w_hh"].T).reshape(-1), buf(T, B, G * H), buf(T, B, H),
+            buf(T, B, I), buf(G * H, I), buf(G * H, H), buf(B, H))
+    addr = set_threads_local_address()
+    training = mode == "train"
+    fns = []
+    for n_par in sorted({1, max(1, min(n_threads, B))}):
+        fns.append(lambda n_par=n_par: _floor.run_sequence(
+            *bufs, T, B, I, H, G, training, n_threads, n_par, addr))
+    return fns
+
+
+def gemm_flops(cell, B, T, I, H, mode):
+    """FLOPs of the necessary GEMMs (2 per multiply-add)."""
+    GH = GATES[cell] * H
+    fwd = 2.0 * T * B * GH * (I + H)
+    if mode == "infer":
+        return fwd
+    return fwd + 2.0 * T * B * GH * H + 2.0 * T * B * GH * I * 2 + 2.0 * T * B * GH * H
+
+
+def peak_gflops(dtype, n_threads, n=1536):
+    """Practical FLOP peak: a large square GEMM through the same BLAS."""
+    from . import _floor
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal(n * n).astype(dtype)
+    Bm = rng.standard_normal(n * n).astype(dtype)
+    C = np.empty(n * n, dtype)
+    addr = set_threads_local_address()
+    _floor.run_gemm(A, Bm, C, n, 1, n_threads, addr)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        _floor.run_gemm(A, Bm, C, n, 2, n_threads, addr)
+        best = min(best, (time.perf_counter() - t) / 2)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+# ------------------------------------------------------------------------------ timing
+def time_paired(fns, budget_s, min_rounds=3, max_rounds=50):
+    """Median seconds of each callable, timed in rotated paired alternation."""
+    names = list(fns)
+    # warm-up (also estimates the cost of one round)
+    t0 = time.perf_counter()
+    for n in names:
+        fns[n]()
+    round_s = time.perf_counter() - t0
+    rounds = int(min(max_rounds, max(min_rounds, budget_s / max(round_s, 1e-9))))
+    samples = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t = time.perf_counter()
+            fns[n]()
+            samples[n].append(time.perf_counter() - t)
+    return {n: float(np.median(s)) for n, s in samples.items()}, rounds
+
+
+# ------------------------------------------------------------------------------ report
+def machine_header(threads, dtypes):
+    info = blas_info()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import scipy
+    from . import __version__
+    h = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "fastcells": __version__,
+        "blas": f"{info.get('internal_api')} {info.get('version')}",
+        "blas_kernel": info.get("architecture"),
+        "blas_threading": info.get("threading_layer"),
+        "blas_num_threads": info.get("num_threads"),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "threads": threads,
+    }
+    try:
+        import torch
+        h["torch"] = torch.__version__
+    except ImportError:
+        h["torch"] = None
+    h["peak_gflops"] = {f"{np.dtype(dt).name}/{nt}thr": round(peak_gflops(dt, nt), 1)
+                        for dt in dtypes for nt in threads}
+    return h
+
+
+def format_table(rows, have_torch):
+    cols = ["cell", "mode", "shape", "B,T,I,H", "dtype", "thr", "fastcells ms", "ref ms",
+            "vs ref"]
+    if have_torch:
+        cols += ["torch ms", "vs torch"]
+    cols += ["floor ms", "x floor", "GFLOP/s"]
+    lines = []
+    for r in rows:
+        line = [r["cell"], r["mode"], r["shape"], ",".join(map(str, r["dims"])), r["dtype"],
+                str(r["threads"]), f"{r['fastcells_ms']:.3f}", f"{r['reference_ms']:.3f}",
+                f"{r['speedup_vs_reference']:.2f}x"]
+        if have_torch:
+            line += ([f"{r['torch_ms']:.3f}", f"{r['speedup_vs_torch']:.2f}x"]
+                     if r.get("torch_ms") is not None else ["-", "-"])
+        line += [f"{r['floor_ms']:.3f}", f"{r['fastcells_over_floor']:.2f}",
+                 f"{r['gflops']:.1f}"]
+        lines.append(line)
+    widths = [max(len(c), *(len(l[i]) for l in lines)) if lines else len(c)
+              for i, c in enumerate(cols)]
+    out = [" | ".join(c.rjust(w) for c, w in zip(cols, widths)),
+           "-|-".join("-" * w for w in widths)]
+    out += [" | ".join(v.rjust(w) for v, w in zip(l, widths)) for l in lines]
+    return "\n".join(out)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: no plot written ({path}); pip install matplotlib")
+        return False
+    labels = [f"{r['cell']} {r['mode']}\n{r['shape']} {r['dtype'][-2:]} t{r['threads']}"
+              for r in rows]
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(rows)), 5))
+    w = 0.27
+    ax.bar(xs - w, [r["speedup_vs_reference"] for r in rows], w, label="vs NumPy reference")
+    if any(r.get("speedup_vs_torch") for r in rows):
+        ax.bar(xs, [r.get("speedup_vs_torch") or 0 for r in rows], w, label="vs PyTorch")
+    ax.bar(xs + w, [1.0 / r["fastcells_over_floor"] for r in rows], w,
+           label="fraction of GEMM floor")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel("speedup (x) / floor fraction")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_title("fastcells: speedup vs peers and fraction of the GEMM floor")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def run(args):
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for c in cells:
+        if c not in GATES:
+            raise SystemExit(f"--cells: unknown cell {c!r} (lstm, gru, rnn)")
+    dtypes = [np.dtype(d.strip()) for d in args.dtype.split(",")]
+    for d in dtypes:
+        if d not in (np.float32, np.float64):
+            raise SystemExit(f"--dtype: {d} is not float32 or float64")
+    threads = ([effective_n_threads()] if args.threads is None else
+               [int(t) for t in args.threads.split(",")])
+    modes = [m.strip() for m in args.modes.split(",")]
+    for m in modes:
+        if m not in ("train", "infer"):
+            raise SystemExit(f"--modes: unknown mode {m!r} (train, infer)")
+    shape_names = (args.shapes.split(",") if args.shapes else
+                   list(QUICK_SHAPES if args.quick else SHAPES))
+    for s in shape_names:
+        if s not in SHAPES:
+            raise SystemExit(f"--shapes: unknown shape {s!r} ({', '.join(SHAPES)})")
+    budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
+
+    header = machine_header(threads, dtypes)
+    print("fastcells benchmark")
+    for k, v in header.items():
+        print(f"  {k:18s} {v}")
+    if header["OPENBLAS_CORETYPE"]:
+        print("  WARNING: OPENBLAS_CORETYPE is set; it may select a slower BLAS kernel. "
+              "Run as: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m fastcells bench")
+    have_torch = header["torch"] is not None
+    if not have_torch:
+        print("  note: PyTorch is not installed; the torch column is skipped "
+              "(pip install torch to add it)")
+
+    configs = [(cell, mode, s, dt, nt) for s in shape_names for cell in cells for mode in modes
+               for dt in dtypes for nt in threads]
+    try:
+        from tqdm import tqdm
+        progress = tqdm(configs, desc="benchmark", unit="cfg", file=sys.stderr,
+                        disable=args.no_progress)
+    except ImportError:
+        progress = configs
+    rows = []
+    from threadpoolctl import threadpool_limits
+    for cell, mode, s, dt, nt in progress:
+        if hasattr(progress, "set_postfix_str"):
+            progress.set_postfix_str(f"{cell} {mode} {s} {dt.name} t{nt}")
+        elif not args.no_progress:
+            print(f"  ... {cell} {mode} {s} {dt.name} t{nt}", file=sys.stderr, flush=True)
+        B, T, I, H = SHAPES[s]
+        p = make_problem(cell, B, T, I, H, dt)
+        fns = {"fastcells": step_fn(_api, cell, p, mode, nt),
+               "reference": step_fn(reference, cell, p, mode, nt)}
+        tf = torch_step_fn(cell, p, mode, nt) if have_torch else None
+        if tf is not None:
+            fns["torch"] = tf
+        for i, f in enumerate(floor_fn(cell, p, mode, nt)):
+            fns[f"floor{i}"] = f
+        with threadpool_limits(limits=nt, user_api="blas"):   # NumPy's BLAS for the reference
+            med, rounds = time_paired(fns, budget)
+        floor = min(v for k, v in med.items() if k.startswith("floor"))
+        fc = med["fastcells"]
+        row = dict(cell=cell, mode=mode, shape=s, dims=[B, T, I, H], dtype=dt.name,
+                   threads=nt, rounds=rounds, fastcells_ms=fc * 1e3,
+                   reference_ms=med["reference"] * 1e3,
+                   speedup_vs_reference=med["reference"] / fc,
+                   torch_ms=med["torch"] * 1e3 if "torch" in med else None,
+                   speedup_vs_torch=med["torch"] / fc if "torch" in med else None,
+                   floor_ms=floor * 1e3, fastcells_over_floor=fc / floor,
+                   gflops=gemm_flops(cell, B, T, I, H, mode) / fc / 1e9)
+        rows.append(row)
+    print()
+    print(format_table(rows, have_torch))
+    print()
+    print("vs ref / vs torch: speedup of fastcells (higher is better); x floor: fastcells time "
+          "/ GEMM-floor time (1.00 = only the matrix products); GFLOP/s of the necessary GEMMs.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header, "rows": rows}, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot and plot(rows, args.plot):
+        print(f"wrote {args.plot}")
+    slower = [r for r in rows if r["speedup_vs_reference"] < 1.0]
+    if slower:
+        print("\nslower than the NumPy reference on: " + "; ".join(
+            f"{r['cell']} {r['mode']} {r['shape']} {r['dtype']} t{r['threads']} "
+            f"({r['speedup_vs_reference']:.2f}x)" for r in slower))
+        if args.fail_if_slower:
+            return 1
+    return 0
+
+
+def add_arguments(p):
+    p.add_argument("--quick", action="store_true", help="small shapes, short budget (<1 min)")
+    p.add_argument("--cells", default="lstm,gru,rnn")
+    p.add_argument("--dtype", default="float32", help="comma list: float32,float64")
+    p.add_argument("--threads", default=None, help="comma list, default: effective threads")
+    p.add_argument("--modes", default="train,infer", help="comma list: train,infer")
+    p.add_argument("--shapes", default=None, help="comma list of " + ",".join(SHAPES))
+    p.add_argument("--budget", type=float, default=None, help="seconds of timing per config")
+    p.add_argument("--json", default=None, help="write results as JSON")
+    p.add_argument("--plot", default=None, help="write a PNG plot (needs matplotlib)")
+    p.add_argument("--fail-if-slower", action="store_true",
+                   help="exit 1 if fastcells is slower than the NumPy reference anywhere")
+    p.add_argument("--no-progress", action="store_true")
