@@ -8,10 +8,11 @@
  */
 
 /* LSTM forward, eq. (L1-L3). gates: in = x W_ih^T + h W_hh^T (no bias); out = i, f, g, o
- * activated (saved for backward). c_prev may alias c (updated in place). h_copy may be NULL. */
+ * activated (saved for backward). c_prev may alias c (updated in place). h: out = o*tanh(c)
+ * (the cell output; with a projection this is u, and h = u W_hr^T is a GEMM after). */
 FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
                                   const FC_REAL *bias, const FC_REAL *c_prev, FC_REAL *c,
-                                  FC_REAL *h, FC_REAL *h_copy)
+                                  FC_REAL *h)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
@@ -28,20 +29,21 @@ FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
             cr[j] = cn;
             hr[j] = o * FC_SFX(fc_tanh)(cn);
         }
-        if (h_copy) memcpy(h_copy + r * H, hr, (size_t)H * sizeof(FC_REAL));
     }
 }
 
 /* LSTM backward of one step. gates: in = saved i, f, g, o; out = d(pre-activations), the rows
  * of dG_t. c, c_prev: saved c_t, c_{t-1}. dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t
- * (from step t+1); consumed. dc: in = dL/dc_t from step t+1; out = dL/dc_{t-1}. */
+ * (from step t+1); out = 0, ready for the step GEMM dh += dG_t W_hh.
+ * dc: in = dL/dc_t from step t+1; out = dL/dc_{t-1}. */
 FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
                                   const FC_REAL *c, const FC_REAL *c_prev, const FC_REAL *dy,
-                                  const FC_REAL *dh, FC_REAL *dc)
+                                  FC_REAL *dh, FC_REAL *dc)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
-        const FC_REAL *cr = c + r * H, *cp = c_prev + r * H, *dhr = dh + r * H;
+        const FC_REAL *cr = c + r * H, *cp = c_prev + r * H;
+        FC_REAL *dhr = dh + r * H;
         const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
         const int has_dy = dy != NULL;                       /* dyr is then a dummy, never used */
         FC_REAL *dcr = dc + r * H;
@@ -51,6 +53,7 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
             FC_REAL tc = FC_SFX(fc_tanh)(cr[j]);
             FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
             FC_REAL dct = dcr[j] + dht * o * (FC_C1 - tc * tc);
+            dhr[j] = 0;
             dcr[j] = dct * f;
             gi[j] = dct * g * i * (FC_C1 - i);
             gf[j] = dct * cp[j] * f * (FC_C1 - f);
@@ -65,8 +68,7 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
  * hn_save (rows, H) = h W_hn^T + b_hn, saved for backward, or NULL. h_prev may alias h. */
 FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
                                  const FC_REAL *b_ih, const FC_REAL *b_hh,
-                                 const FC_REAL *h_prev, FC_REAL *h, FC_REAL *h_copy,
-                                 FC_REAL *hn_save)
+                                 const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *xr = gx + r * 3 * H, *xz = xr + H, *xn = xz + H;
@@ -85,7 +87,6 @@ FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, cons
             ho[j] = (FC_C1 - zg) * ng + zg * hv;
             if (hs) hs[j] = hnb;
         }
-        if (h_copy) memcpy(h_copy + r * H, ho, (size_t)H * sizeof(FC_REAL));
     }
 }
 
@@ -120,10 +121,92 @@ FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates, F
     }
 }
 
+/* Classic GRU (reset before the recurrent product; Keras reset_after=False, Cho et al. 2014),
+ * eq. (G1, G2, G3', G4): n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn). Two GEMMs per step:
+ * part a needs h W_h{r,z}^T, part b needs (r*h) W_hn^T.
+ * Part a. gx: in = x W_ih^T (no bias) in columns r, z; out = r, z activated. gh: (rows, 3H), its
+ * first 2H columns = h W_h{r,z}^T. rh: out = r * h_prev (the operand of the second GEMM). */
+FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
+                                    const FC_REAL *b_ih, const FC_REAL *b_hh,
+                                    const FC_REAL *h_prev, FC_REAL *rh)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *xr = gx + r * 3 * H, *xz = xr + H;
+        const FC_REAL *hr_ = gh + r * 3 * H, *hz = hr_ + H, *hp = h_prev + r * H;
+        FC_REAL *rhr = rh + r * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
+            FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
+            xr[j] = rg; xz[j] = zg;
+            rhr[j] = rg * hp[j];
+        }
+    }
+}
+
+/* Part b. gx: column n in = x W_in^T; out = n activated. gh: column n (offset 2H) =
+ * (r*h) W_hn^T. h: out = h_t (may alias h_prev). */
+FC_CLONES void FC_SFX(fc_gru1_fwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
+                                    const FC_REAL *b_ih, const FC_REAL *b_hh,
+                                    const FC_REAL *h_prev, FC_REAL *h)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *xz = gx + r * 3 * H + H, *xn = xz + H;
+        const FC_REAL *hn = gh + r * 3 * H + 2 * H, *hp = h_prev + r * H;
+        FC_REAL *ho = h + r * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL zg = xz[j];
+            FC_REAL ng = FC_SFX(fc_tanh)(xn[j] + b_ih[2 * H + j] + hn[j] + b_hh[2 * H + j]);
+            xn[j] = ng;
+            ho[j] = (FC_C1 - zg) * ng + zg * hp[j];
+        }
+    }
+}
+
+/* Classic GRU backward, part a (before the GEMM d(rh) = dn W_hn). gates: in = saved r, z, n;
+ * out: columns z, n = dz, dn (pre-activation gradients). dh: in = recurrent dL/dh_t; out = the
+ * direct part z * dh_t of dL/dh_{t-1}. */
+FC_CLONES void FC_SFX(fc_gru1_bwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
+                                    const FC_REAL *h_prev, const FC_REAL *dy, FC_REAL *dh)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gz = gates + r * 3 * H + H, *gn = gz + H, *dhr = dh + r * H;
+        const FC_REAL *hp = h_prev + r * H;
+        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        const int has_dy = dy != NULL;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL zg = gz[j], ng = gn[j];
+            FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
+            gn[j] = dht * (FC_C1 - zg) * (FC_C1 - ng * ng);
+            gz[j] = dht * (hp[j] - ng) * zg * (FC_C1 - zg);
+            dhr[j] = dht * zg;
+        }
+    }
+}
+
+/* Classic GRU backward, part b (after d(rh) = dn W_hn). gates: in column r = saved r; out = dr.
+ * drh: d(r*h) (rows, H). dh: += r * d(rh) (the reset path into h_{t-1}). */
+FC_CLONES void FC_SFX(fc_gru1_bwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
+                                    const FC_REAL *drh, const FC_REAL *h_prev, FC_REAL *dh)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        FC_REAL *gr = gates + r * 3 * H, *dhr = dh + r * H;
+        const FC_REAL *d = drh + r * H, *hp = h_prev + r * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < H; j++) {
+            FC_REAL rg = gr[j];
+            gr[j] = d[j] * hp[j] * rg * (FC_C1 - rg);
+            dhr[j] += d[j] * rg;
+        }
+    }
+}
+
 /* Elman RNN forward, eq. (R1). g: in = x W_ih^T + h W_hh^T; out = h_t (activated, in place).
  * relu != 0 selects relu, else tanh. */
 FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *g, const FC_REAL *bias,
-                                 int relu, FC_REAL *h_copy)
+                                 int relu)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *gr = g + r * H;
@@ -137,17 +220,17 @@ FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *g, const
 #pragma omp simd
             for (ptrdiff_t j = 0; j < H; j++) gr[j] = FC_SFX(fc_tanh)(gr[j] + bias[j]);
         }
-        if (h_copy) memcpy(h_copy + r * H, gr, (size_t)H * sizeof(FC_REAL));
     }
 }
 
 /* Elman RNN backward of one step. h: saved h_t. dg: out = d(pre-activation), rows of dG_t.
- * dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t. */
+ * dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t; out = 0 (the step GEMM accumulates). */
 FC_CLONES void FC_SFX(fc_rnn_bwd)(ptrdiff_t rows, ptrdiff_t H, const FC_REAL *h, FC_REAL *dg,
-                                 const FC_REAL *dy, const FC_REAL *dh, int relu)
+                                 const FC_REAL *dy, FC_REAL *dh, int relu)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        const FC_REAL *hr = h + r * H, *dhr = dh + r * H;
+        const FC_REAL *hr = h + r * H;
+        FC_REAL *dhr = dh + r * H;
         const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
         const int has_dy = dy != NULL;
         FC_REAL *dgr = dg + r * H;
@@ -160,6 +243,7 @@ FC_CLONES void FC_SFX(fc_rnn_bwd)(ptrdiff_t rows, ptrdiff_t H, const FC_REAL *h,
             for (ptrdiff_t j = 0; j < H; j++)
                 dgr[j] = (dhr[j] + (has_dy ? dyr[j] : FC_C(0.0))) * (FC_C1 - hr[j] * hr[j]);
         }
+        memset(dhr, 0, (size_t)H * sizeof(FC_REAL));
     }
 }
 

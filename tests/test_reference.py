@@ -94,7 +94,7 @@ def _fd_params():
 def grad_names(cell):
     """Names of the differentiable inputs, in the order the backward function returns them."""
     names = ["x", "h0"] + (["c0"] if cell.has_c else []) + ["w_ih", "w_hh", "b_ih", "b_hh"]
-    return names + (["proj"] if cell.proj else [])
+    return names + (["w_hr"] if cell.proj else [])
 
 
 def output_names(cell):
@@ -118,7 +118,7 @@ def make_args(cell, case, dtype=np.float64):
         "w_hh": normal(G * H, P),
         "b_ih": normal(G * H, scale=0.3) if case.bias else None,
         "b_hh": normal(G * H, scale=0.3) if case.bias else None,
-        "proj": normal(P, H) if cell.proj else None,
+        "w_hr": normal(P, H) if cell.proj else None,
     }
     return {k: v for k, v in args.items() if k in grad_names(cell)}
 
@@ -144,7 +144,7 @@ def forward(cell, args, **kw):
     if cell.kind == "lstm":
         y, h_n, c_n, cache = ref.lstm_forward(args["x"], args["h0"], args["c0"], args["w_ih"],
                                               args["w_hh"], args["b_ih"], args["b_hh"],
-                                              proj=args.get("proj"), **kw)
+                                              w_hr=args.get("w_hr"), **kw)
         return {"y": y, "h_n": h_n, "c_n": c_n}, cache
     common = (args["x"], args["h0"], args["w_ih"], args["w_hh"], args["b_ih"], args["b_hh"])
     if cell.kind == "gru":
@@ -235,7 +235,7 @@ def naive_forward(cell, args, lengths=None):
                 c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
                 h = _sigmoid(o) * np.tanh(c)
                 if cell.proj:
-                    h = args["proj"] @ h
+                    h = args["w_hr"] @ h
             elif cell.kind == "gru":
                 w_hr, w_hz, w_hn = np.split(w_hh, 3)
                 b_hr, b_hz, b_hn = np.split(b_hh, 3)
@@ -539,7 +539,7 @@ def torch_forward_backward(torch, cell, args, upstream, lengths):
         module = torch.nn.RNN(I, H, bias=bias, nonlinearity=cell.nonlinearity)
     module = module.to(dtype)
     names = {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0", "b_ih": "bias_ih_l0",
-             "b_hh": "bias_hh_l0", "proj": "weight_hr_l0"}
+             "b_hh": "bias_hh_l0", "w_hr": "weight_hr_l0"}
     params = dict(module.named_parameters())
     with torch.no_grad():
         for ours, theirs in names.items():

@@ -26,15 +26,17 @@ class Workspace:
     raises RuntimeError, as PyTorch does without retain_graph.
     """
 
-    __slots__ = ("cell", "dtype", "T", "B", "I", "H", "nonlinearity", "n_threads", "has_b_ih",
-                 "has_b_hh", "_arrays", "_consumed")
+    __slots__ = ("cell", "dtype", "T", "B", "I", "H", "P", "nonlinearity", "reset_after",
+                 "n_threads", "has_b_ih", "has_b_hh", "_arrays", "_consumed")
 
     def __init__(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
-                 nonlinearity=None):
+                 nonlinearity=None, reset_after=True, P=None):
         self.cell = cell
         self.dtype = dtype
         self.T, self.B, self.I, self.H = T, B, I, H
+        self.P = H if P is None else P
         self.nonlinearity = nonlinearity
+        self.reset_after = reset_after
         self.n_threads = n_threads
         self.has_b_ih, self.has_b_hh = has_b_ih, has_b_hh
         self._arrays = arrays
@@ -43,7 +45,7 @@ class Workspace:
     @property
     def nbytes(self):
         """Bytes owned by the workspace (saved activations and states; not the inputs)."""
-        return sum(a.nbytes for k, a in self._arrays.items() if k in _OWNED)
+        return sum(a.nbytes for k, a in self._arrays.items() if k in _OWNED and a is not None)
 
     def __repr__(self):
         state = "consumed" if self._consumed else "ready"
@@ -51,7 +53,7 @@ class Workspace:
                 f"B={self.B} I={self.I} H={self.H} {state}, {self.nbytes} bytes>")
 
 
-_OWNED = ("gates", "cs", "hs", "hn")
+_OWNED = ("gates", "cs", "hs", "hn", "us")
 
 
 # ------------------------------------------------------------------------------ validation
@@ -61,9 +63,15 @@ def _dtype_of(name, a):
         a = np.asarray(a)
         dt = a.dtype
     dt = np.dtype(dt)
+    if dt.kind == "f" and not dt.isnative:
+        dt = dt.newbyteorder("=")          # byte order is layout, not type: '>f8' is float64
     if dt not in (np.float32, np.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
     return dt
+
+
+def _native(arr):
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _call_dtype(**arrays):
@@ -84,7 +92,7 @@ def _call_dtype(**arrays):
 
 def _array(name, a, dtype, shape):
     """C-contiguous array of exactly ``shape`` and ``dtype`` (a copy only if layout demands)."""
-    arr = np.asarray(a)
+    arr = _native(np.asarray(a))
     if arr.dtype != dtype:  # lists and scalars: only a float array of the call dtype is accepted
         _dtype_of(name, arr)
         raise TypeError(f"{name} has dtype {arr.dtype}, expected {dtype}")
@@ -98,7 +106,7 @@ def _fmt(shape):
 
 
 def _check_x(x, dtype):
-    x = np.asarray(x)
+    x = _native(np.asarray(x))
     if x.dtype != dtype:
         raise TypeError(f"x has dtype {x.dtype}, expected {dtype}")
     if x.ndim != 3:
@@ -106,20 +114,31 @@ def _check_x(x, dtype):
     return np.ascontiguousarray(x)
 
 
-def _check_weights(cell, w_ih, w_hh, I, dtype):
+def _check_weights(cell, w_ih, w_hh, I, dtype, w_hr=None):
+    """Validate the weights; return (w_ih, w_hh, H, w_hr, P), P = H without projection."""
     G = _GATES[cell]
     w_hh = np.asarray(w_hh)
-    if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != G * w_hh.shape[1]:
+    if w_hr is not None:
+        w_hr = np.asarray(w_hr)
+        if w_hr.ndim != 2 or w_hr.shape[0] < 1 or w_hr.shape[1] < 1:
+            raise ValueError(f"w_hr must have shape (proj_size, H), got {_fmt(w_hr.shape)}")
+        P, H = w_hr.shape
+        if w_hh.shape != (G * H, P):
+            raise ValueError(f"w_hh must have shape ({G}*H, proj_size) = {_fmt((G * H, P))} "
+                             f"with w_hr of shape {_fmt(w_hr.shape)}, got {_fmt(w_hh.shape)}")
+        w_hr = _array("w_hr", w_hr, dtype, (P, H))
+    elif w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != G * w_hh.shape[1]:
         raise ValueError(f"w_hh must have shape ({G}*H, H) with H >= 1 for {cell.upper()}, "
                          f"got {_fmt(w_hh.shape)}")
-    H = w_hh.shape[1]
-    w_hh = _array("w_hh", w_hh, dtype, (G * H, H))
+    else:
+        H = P = w_hh.shape[1]
+    w_hh = _array("w_hh", w_hh, dtype, (G * H, P))
     w_ih = np.asarray(w_ih)
     if w_ih.shape != (G * H, I):
         raise ValueError(f"w_ih must have shape ({G}*H, input_size) = {_fmt((G * H, I))} "
                          f"(H = {H} from w_hh, input_size = {I} from x), got {_fmt(w_ih.shape)}")
     w_ih = _array("w_ih", w_ih, dtype, (G * H, I))
-    return w_ih, w_hh, H
+    return w_ih, w_hh, H, w_hr, P
 
 
 def _check_sizes(T, B, I, H, G):
@@ -137,6 +156,26 @@ def _state(name, a, dtype, B, H):
 
 def _bias(name, a, dtype, n):
     return None if a is None else _array(name, a, dtype, (n,))
+
+
+def _lengths(lengths, T, B):
+    """int64 (B,) array of sequence lengths in [0, T], or None."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and \
+                np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)       # [3.0, 2.0] is fine; 2.5 is not
+        else:
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one length per batch entry), "
+                         f"got {_fmt(arr.shape)}")
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _n_par(n_threads, B):
@@ -163,7 +202,7 @@ def _grad(name, a, dtype, shape):
     if a is None:
         return None
     _call_dtype(**{name: a})
-    arr = np.asarray(a)
+    arr = _native(np.asarray(a))
     if arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but the forward pass ran in {dtype}")
     return _array(name, arr, dtype, shape)
@@ -174,80 +213,104 @@ def _flat(a):
 
 
 # ------------------------------------------------------------------------------ LSTM
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_threads=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, lengths=None,
+                 training=True, n_threads=None):
     """LSTM over a sequence (PyTorch ``nn.LSTM`` math, one layer, one direction).
 
-    x (T, B, I); h0, c0 (B, H) or None (zeros); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,) or
-    None; gate order i, f, g, o. Returns y (T, B, H), h_n, c_n (B, H) and the Workspace for
-    :func:`lstm_backward` (None when ``training=False``).
+    x (T, B, I); h0 (B, P), c0 (B, H) or None (zeros); w_ih (4H, I); w_hh (4H, P);
+    b_ih, b_hh (4H,) or None; gate order i, f, g, o. P = H, unless ``w_hr`` (P, H) is given:
+    PyTorch's ``weight_hr`` (``proj_size = P``), h = W_hr (o * tanh c). ``lengths`` (B,) ints in
+    [0, T]: right-padded batch with PyTorch packed-sequence semantics (state frozen and y = 0
+    past each length; h_n, c_n taken at the last valid step).
+
+    Returns y (T, B, P), h_n (B, P), c_n (B, H) and the Workspace for :func:`lstm_backward`
+    (None when ``training=False``).
     """
-    dtype = _call_dtype(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    dtype = _call_dtype(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                        w_hr=w_hr)
     x = _check_x(x, dtype)
     T, B, I = x.shape
-    w_ih, w_hh, H = _check_weights("lstm", w_ih, w_hh, I, dtype)
+    w_ih, w_hh, H, w_hr, P = _check_weights("lstm", w_ih, w_hh, I, dtype, w_hr)
     _check_sizes(T, B, I, H, 4)
-    h0 = _state("h0", h0, dtype, B, H)
+    h0 = _state("h0", h0, dtype, B, P)
     c0 = _state("c0", c0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, 4 * H), _bias("b_hh", b_hh, dtype, 4 * H)
     bias = _sum_bias(b_ih, b_hh, dtype, 4 * H)
+    lengths = _lengths(lengths, T, B)
     nt = effective_n_threads(n_threads)
     n_par = _n_par(nt, B)
-    y = np.empty((T, B, H), dtype)
-    h_n = np.empty((B, H), dtype)
-    c_n = np.empty((B, H), dtype) if training else c0.copy()
+    proj = w_hr is not None
+    y = np.empty((T, B, P), dtype)
+    h_n = np.empty((B, P), dtype)
+    c_n = np.empty((B, H), dtype)
+    hp = None
     if training:
         gates = np.empty((T, B, 4 * H), dtype)
         cs = np.empty((T, B, H), dtype)
-        hs = np.empty((T, B, H), dtype)
+        hs = np.empty((T, B, P), dtype)
+        us = np.empty((T, B, H), dtype) if proj else None
         chunk = T
     else:
         chunk = _inference_chunk(T, B, 4, H)
         gates = np.empty((chunk, B, 4 * H), dtype)
         cs = hs = None
+        us = np.empty((B, H), dtype) if proj else None
+        hp = np.empty((B, P), dtype) if proj else None
     w_hh_t = np.ascontiguousarray(w_hh.T)
+    w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
     with blas_fallback_limit(n_par):
         _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
-                              _flat(cs), _flat(hs), x.reshape(-1), h0.reshape(-1),
-                              c0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), bias,
-                              T, B, I, H, chunk, nt, n_par, set_threads_local_address())
+                              _flat(cs), _flat(hs), _flat(us), _flat(hp), x.reshape(-1),
+                              h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
+                              w_hh_t.reshape(-1), bias, _flat(w_hr_t), lengths,
+                              T, B, I, H, P, chunk, nt, n_par, set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
     ws = Workspace("lstm", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
-                   dict(gates=gates, cs=cs, hs=hs, x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh))
+                   dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
+                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
     return y, h_n, c_n, ws
 
 
 def lstm_backward(dy, dh_n, dc_n, ws):
     """Backward of :func:`lstm_forward`: gradients of a loss given dL/dy, dL/dh_n, dL/dc_n.
 
-    dy (T, B, H), dh_n, dc_n (B, H), each may be None (zero). Returns
-    (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh); a bias gradient is None when that bias was None.
-    The workspace is consumed (see :class:`Workspace`).
+    dy (T, B, P), dh_n (B, P), dc_n (B, H), each may be None (zero). Returns
+    (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh), plus dw_hr as an 8th element when the forward
+    used ``w_hr``; a bias gradient is None when that bias was None. Gradients at padded
+    positions of ``dy`` (t >= lengths[b]) are ignored. The workspace is consumed.
     """
     _check_workspace(ws, "lstm", "lstm_backward")
-    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
-    dy = _grad("dy", dy, dtype, (T, B, H))
-    dh_n = _grad("dh_n", dh_n, dtype, (B, H))
+    dtype, T, B, I, H, P = ws.dtype, ws.T, ws.B, ws.I, ws.H, ws.P
+    dy = _grad("dy", dy, dtype, (T, B, P))
+    dh_n = _grad("dh_n", dh_n, dtype, (B, P))
     dc_n = _grad("dc_n", dc_n, dtype, (B, H))
     a = ws._arrays
+    proj = a["w_hr"] is not None
     ws._consumed = True
     dx = np.empty((T, B, I), dtype)
-    dh0 = np.empty((B, H), dtype)
+    dh0 = np.empty((B, P), dtype)
     dc0 = np.empty((B, H), dtype)
     dw_ih = np.empty((4 * H, I), dtype)
-    dw_hh = np.empty((4 * H, H), dtype)
+    dw_hh = np.empty((4 * H, P), dtype)
     db = np.empty(4 * H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
+    dw_hr = np.empty((P, H), dtype) if proj else None
+    dhs = np.empty((T, B, P), dtype) if proj else None
+    du = np.empty((B, H), dtype) if proj else None
     n_par = _n_par(ws.n_threads, B)
     with blas_fallback_limit(n_par):
         _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
-                               dw_ih.reshape(-1), dw_hh.reshape(-1), db, a["gates"].reshape(-1),
-                               a["cs"].reshape(-1), a["hs"].reshape(-1), a["x"].reshape(-1),
+                               dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
+                               a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
+                               _flat(a["us"]), _flat(dhs), _flat(du), a["x"].reshape(-1),
                                a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
-                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), _flat(dc_n),
-                               T, B, I, H, ws.n_threads, n_par, set_threads_local_address())
+                               a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
+                               _flat(dc_n), a["lengths"], T, B, I, H, P, ws.n_threads, n_par,
+                               set_threads_local_address())
     ws._arrays = {}
     db_ih, db_hh = _split_bias_grad(db, ws)
-    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+    grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    return grads + (dw_hr,) if proj else grads
 
 
 def _sum_bias(b_ih, b_hh, dtype, n):
@@ -269,21 +332,27 @@ def _split_bias_grad(db, ws):
 
 
 # ------------------------------------------------------------------------------ GRU
-def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_threads=None):
-    """GRU over a sequence (PyTorch ``nn.GRU`` math: b_hn inside the reset product).
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, lengths=None,
+                training=True, n_threads=None):
+    """GRU over a sequence.
 
-    x (T, B, I); h0 (B, H) or None; w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,) or None;
-    gate order r, z, n. Returns y (T, B, H), h_n (B, H) and the Workspace (None for inference).
+    ``reset_after=True`` is PyTorch's ``nn.GRU`` (b_hn inside the reset product, eq. G3);
+    ``reset_after=False`` the classic GRU, n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn)
+    (Keras ``reset_after=False``, Cho et al. 2014). x (T, B, I); h0 (B, H) or None; w_ih
+    (3H, I); w_hh (3H, H); b_ih, b_hh (3H,) or None; gate order r, z, n. ``lengths`` as in
+    :func:`lstm_forward`. Returns y (T, B, H), h_n (B, H), Workspace (None for inference).
     """
     dtype = _call_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     x = _check_x(x, dtype)
     T, B, I = x.shape
-    w_ih, w_hh, H = _check_weights("gru", w_ih, w_hh, I, dtype)
+    w_ih, w_hh, H, _, _ = _check_weights("gru", w_ih, w_hh, I, dtype)
     _check_sizes(T, B, I, H, 3)
     h0 = _state("h0", h0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, 3 * H), _bias("b_hh", b_hh, dtype, 3 * H)
     kb_ih = b_ih if b_ih is not None else np.zeros(3 * H, dtype)
     kb_hh = b_hh if b_hh is not None else np.zeros(3 * H, dtype)
+    lengths = _lengths(lengths, T, B)
+    reset_after = bool(reset_after)
     nt = effective_n_threads(n_threads)
     n_par = _n_par(nt, B)
     y = np.empty((T, B, H), dtype)
@@ -297,17 +366,19 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_thr
     else:
         chunk = _inference_chunk(T, B, 3, H)
         gates = np.empty((chunk, B, 3 * H), dtype)
-        hn = hs = None
+        hn = None if reset_after else np.empty((B, H), dtype)
+        hs = None
     w_hh_t = np.ascontiguousarray(w_hh.T)
     with blas_fallback_limit(n_par):
         _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
                              _flat(hs), gh.reshape(-1), x.reshape(-1), h0.reshape(-1),
-                             w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh,
-                             T, B, I, H, chunk, nt, n_par, set_threads_local_address())
+                             w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh, reset_after,
+                             lengths, T, B, I, H, chunk, nt, n_par, set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace("gru", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
-                   dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh))
+                   dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
+                        lengths=lengths), reset_after=reset_after)
     return y, h_n, ws
 
 
@@ -326,8 +397,8 @@ def gru_backward(dy, dh_n, ws):
     dh0 = np.empty((B, H), dtype)
     dw_ih = np.empty((3 * H, I), dtype)
     dw_hh = np.empty((3 * H, H), dtype)
-    db_ih = np.empty(3 * H, dtype)
-    db_hh = np.empty(3 * H, dtype)
+    db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
+    db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = np.empty((B, 3 * H), dtype)
     n_par = _n_par(ws.n_threads, B)
     with blas_fallback_limit(n_par):
@@ -335,11 +406,11 @@ def gru_backward(dy, dh_n, ws):
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
                               a["hn"].reshape(-1), dgh.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
-                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n),
-                              T, B, I, H, ws.n_threads, n_par, set_threads_local_address())
+                              a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
+                              a["lengths"], T, B, I, H, ws.n_threads, n_par,
+                              set_threads_local_address())
     ws._arrays = {}
-    return (dx, dh0, dw_ih, dw_hh, db_ih if ws.has_b_ih else None,
-            db_hh if ws.has_b_hh else None)
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
 
 # ------------------------------------------------------------------------------ RNN
@@ -349,22 +420,24 @@ def _relu_flag(nonlinearity):
     return nonlinearity == "relu"
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", training=True,
-                n_threads=None):
+def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", lengths=None,
+                training=True, n_threads=None):
     """Elman RNN over a sequence (PyTorch ``nn.RNN``): h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
     x (T, B, I); h0 (B, H) or None; w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,) or None;
-    nonlinearity 'tanh' or 'relu'. Returns y (T, B, H), h_n (B, H), Workspace or None.
+    nonlinearity 'tanh' or 'relu'; ``lengths`` as in :func:`lstm_forward`.
+    Returns y (T, B, H), h_n (B, H), Workspace or None.
     """
     relu = _relu_flag(nonlinearity)
     dtype = _call_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     x = _check_x(x, dtype)
     T, B, I = x.shape
-    w_ih, w_hh, H = _check_weights("rnn", w_ih, w_hh, I, dtype)
+    w_ih, w_hh, H, _, _ = _check_weights("rnn", w_ih, w_hh, I, dtype)
     _check_sizes(T, B, I, H, 1)
     h0 = _state("h0", h0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, H), _bias("b_hh", b_hh, dtype, H)
     bias = _sum_bias(b_ih, b_hh, dtype, H)
+    lengths = _lengths(lengths, T, B)
     nt = effective_n_threads(n_threads)
     n_par = _n_par(nt, B)
     y = np.empty((T, B, H), dtype)
@@ -374,11 +447,12 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     with blas_fallback_limit(n_par):
         _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), x.reshape(-1),
                              h0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), bias,
-                             T, B, I, H, relu, nt, n_par, set_threads_local_address())
+                             lengths, T, B, I, H, relu, nt, n_par, set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace("rnn", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
-                   dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh), nonlinearity=nonlinearity)
+                   dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
+                   nonlinearity=nonlinearity)
     return y, h_n, ws
 
 
@@ -404,7 +478,7 @@ def rnn_backward(dy, dh_n, ws):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
-                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n),
+                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
                               T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_par,
                               set_threads_local_address())
     ws._arrays = {}

@@ -9,3 +9,30 @@ cdef void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                floating alpha, const floating *A, int lda,
                const floating *B, int ldb,
                floating beta, floating *C, int ldc) noexcept nogil
+
+# Per-calling-thread BLAS thread count (OpenBLAS openblas_set_num_threads_local: sets, returns
+# the previous value). NULL when the BLAS has none; the Python layer then limits BLAS globally.
+ctypedef int (*set_threads_fn)(int) noexcept nogil
+
+cdef inline int set_blas_threads(set_threads_fn fn, int n) noexcept nogil:
+    """Set this thread's BLAS thread count; return the previous one (0 when not settable)."""
+    if fn == NULL:
+        return 0
+    return fn(n)
+
+cdef inline void restore_blas_threads(set_threads_fn fn, int prev) noexcept nogil:
+    if fn != NULL and prev > 0:
+        fn(prev)
+
+cdef inline Py_ssize_t slice_start(Py_ssize_t n, int parts, int k) noexcept nogil:
+    # Part k of `parts` owns rows [slice_start(k), slice_start(k + 1)) of n.
+    return (n * k) // parts
+
+# GEMMs whose output rows are split over n_threads OpenMP threads, BLAS single-threaded in each.
+cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, Py_ssize_t M,
+                   Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                   const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
+                   Py_ssize_t ldc) noexcept nogil
+cdef void par_gemm_bt(int n_threads, set_threads_fn set_threads, Py_ssize_t M, Py_ssize_t N,
+                      Py_ssize_t K, const floating *A, Py_ssize_t lda, const floating *Bm,
+                      Py_ssize_t ldb, floating *C, Py_ssize_t ldc) noexcept nogil

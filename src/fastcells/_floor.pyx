@@ -8,19 +8,32 @@ For a training step of a cell with G gates (x (T,B,I), hidden H) the products ar
              dW_ih = dG^T (GH,TB) @ X;  dW_hh = dG^T (GH,TB) @ H_prev (TB,H)
 Inference is the forward half. Two schedules are timed and the faster one is the floor:
   whole-batch: every GEMM over the full batch with BLAS using n_threads;
-  batch-split: the per-step GEMMs on n_threads batch slices in an OpenMP region, BLAS 1 thread.
+  split (the kernels' schedule): hoisted GEMMs with their rows split over n_threads OpenMP
+  threads and per-step GEMMs on batch slices, BLAS single-threaded in every thread.
 Operands hold small random values; results are discarded (BLAS speed is data-independent).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.stdint cimport uintptr_t
-from fastcells._blas cimport gemm
-
-ctypedef int (*set_threads_fn)(int) noexcept nogil
+from fastcells._blas cimport gemm, par_gemm, par_gemm_bt, set_threads_fn
 
 
 cdef inline int _set(set_threads_fn fn, int n) noexcept nogil:
     return fn(n) if fn != NULL else 0
+
+
+cdef void _hoisted(bint split, int n_threads, set_threads_fn set_threads, bint trans_a,
+                   bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   const floating *A, Py_ssize_t lda, const floating *Bm, Py_ssize_t ldb,
+                   floating *C, Py_ssize_t ldc) noexcept nogil:
+    if not split:
+        _set(set_threads, n_threads)
+        gemm(trans_a, trans_b, <int>M, <int>N, <int>K, <floating>1, A, <int>lda, Bm, <int>ldb,
+             <floating>0, C, <int>ldc)
+    elif trans_b:
+        par_gemm_bt(n_threads, set_threads, M, N, K, A, lda, Bm, ldb, C, ldc)
+    else:
+        par_gemm(n_threads, set_threads, trans_a, M, N, K, A, lda, Bm, ldb, <floating>0, C, ldc)
 
 
 cdef void _sequence(floating *X, floating *W_ih, floating *W_hh, floating *W_hh_t,
@@ -32,15 +45,15 @@ cdef void _sequence(floating *X, floating *W_ih, floating *W_hh, floating *W_hh_
     # X (T,B,I), W_ih (GH,I), W_hh (GH,H), W_hh_t (H,GH), G_buf (T,B,GH), Hs (T,B,H),
     # dX (T,B,I), dW_ih (GH,I), dW_hh (GH,H), dH (B,H)
     cdef Py_ssize_t GH = G * H, t, b0, nb
-    cdef int tid, prev
-    _set(set_threads, n_threads)
-    gemm(False, True, <int>(T * B), <int>GH, <int>I, <floating>1, X, <int>I, W_ih, <int>I,
-         <floating>0, G_buf, <int>GH)
+    cdef int tid, prev, main_prev
+    cdef bint split = n_par > 1
+    main_prev = _set(set_threads, n_threads)
+    _hoisted(split, n_threads, set_threads, False, True, T * B, GH, I, X, I, W_ih, I, G_buf, GH)
     with parallel(num_threads=n_par):
         tid = threadid()
         b0 = (B * tid) // n_par
         nb = (B * (tid + 1)) // n_par - b0
-        prev = _set(set_threads, 1 if n_par > 1 else n_threads)
+        prev = _set(set_threads, 1 if split else n_threads)
         for t in range(T):
             gemm(False, False, <int>nb, <int>GH, <int>H, <floating>1,
                  Hs + ((t - 1 if t > 0 else 0) * B + b0) * H, <int>H, W_hh_t, <int>GH,
@@ -53,13 +66,14 @@ cdef void _sequence(floating *X, floating *W_ih, floating *W_hh, floating *W_hh_
         if prev > 0:
             _set(set_threads, prev)
     if training:
-        _set(set_threads, n_threads)
-        gemm(False, False, <int>(T * B), <int>I, <int>GH, <floating>1, G_buf, <int>GH, W_ih,
-             <int>I, <floating>0, dX, <int>I)
-        gemm(True, False, <int>GH, <int>I, <int>(T * B), <floating>1, G_buf, <int>GH, X, <int>I,
-             <floating>0, dW_ih, <int>I)
-        gemm(True, False, <int>GH, <int>H, <int>(T * B), <floating>1, G_buf, <int>GH, Hs,
-             <int>H, <floating>0, dW_hh, <int>H)
+        _hoisted(split, n_threads, set_threads, False, False, T * B, I, GH, G_buf, GH, W_ih, I,
+                 dX, I)
+        _hoisted(split, n_threads, set_threads, True, False, GH, I, T * B, G_buf, GH, X, I,
+                 dW_ih, I)
+        _hoisted(split, n_threads, set_threads, True, False, GH, H, T * B, G_buf, GH, Hs, H,
+                 dW_hh, H)
+    if main_prev > 0:
+        _set(set_threads, main_prev)
 
 
 def run_sequence(floating[::1] X, floating[::1] W_ih, floating[::1] W_hh, floating[::1] W_hh_t,
@@ -67,7 +81,8 @@ def run_sequence(floating[::1] X, floating[::1] W_ih, floating[::1] W_hh, floati
                  floating[::1] dW_hh, floating[::1] dH,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
                  bint training, int n_threads, int n_par, uintptr_t set_threads):
-    """Run the GEMM sequence once (GIL released). n_par = 1: whole-batch schedule."""
+    """Run the GEMM sequence once (GIL released). n_par = 1: whole-batch schedule, with
+    threaded BLAS; n_par > 1: the split schedule (n_par batch slices, BLAS single-threaded)."""
     with nogil:
         _sequence(&X[0], &W_ih[0], &W_hh[0], &W_hh_t[0], &G_buf[0], &Hs[0], &dX[0], &dW_ih[0],
                   &dW_hh[0], &dH[0], T, B, I, H, G, training, n_threads, n_par,

@@ -6,13 +6,19 @@ Every kernel is one ``nogil`` call over raw pointers, written once over the fuse
 and workspace, and passes C-contiguous arrays; nothing here allocates or touches Python objects.
 
 Structure of every forward kernel (DESIGN.md practices 2, 3, 6, 7):
-  1. input projection of a chunk of timesteps as ONE GEMM with threaded BLAS
+  1. input projection of a chunk of timesteps as ONE GEMM, its rows split over the threads
      (training: the chunk is the whole sequence; inference: a bounded chunk, O(B*H) memory);
   2. the time loop inside an OpenMP parallel region where each thread owns a slice of the
-     batch and runs all timesteps with single-threaded BLAS: per step one recurrent GEMM on its
-     rows, then the fused pointwise pass of the cell (csrc/fc_cells_impl.h). No barrier per step.
-Backward mirrors it: per step only the pointwise backward and dh_{t-1} = dG_t W_hh on the slice;
-dx, dW_ih, dW_hh and the bias gradients are single GEMMs / reductions after the loop.
+     batch and runs all timesteps: per step one recurrent GEMM on its rows, then the fused
+     pointwise pass of the cell (csrc/fc_cells_impl.h). No barrier per step.
+Backward mirrors it: per step only the pointwise backward and dh_{t-1} += dG_t W_hh on the
+slice; dx, dW_ih, dW_hh and the bias gradients are hoisted GEMMs / reductions after the loop.
+Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.par_gemm).
+
+Variable lengths (PyTorch packed-sequence semantics): ``lengths`` (B,) int64 or NULL. At step t
+a row b is active iff t < lengths[b]; the rows of a thread's slice are processed in runs of equal
+activity. Inactive rows keep their state (training: the saved state is copied forward), output
+zeros, and in backward get dG = 0 while dh, dc pass through unchanged.
 
 Weight orientation (measured, OpenBLAS SkylakeX kernel, per-step GEMM 16x256x64 float32):
 the forward recurrent GEMM runs ~2x faster with W_hh^T (H, G*H) as a plain operand than with
@@ -22,47 +28,51 @@ uses W_hh (G*H, H) untransposed, which is the fast orientation for dG @ W_hh.
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.string cimport memcpy, memset
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport uintptr_t, int64_t
 
-from fastcells._blas cimport gemm
+from fastcells._blas cimport (gemm, par_gemm, par_gemm_bt, set_threads_fn, set_blas_threads,
+                             restore_blas_threads, slice_start)
 cimport openmp
 
 cdef extern from "fc_cells.h" nogil:
-    void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *bias, const float *c_prev, float *c, float *h, float *h_copy)
-    void fc_lstm_bwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *c, const float *c_prev, const float *dy, const float *dh, float *dc)
-    void fc_gru_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *h_copy, float *hn_save)
+    void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *bias, const float *c_prev, float *c, float *h)
+    void fc_lstm_bwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc)
+    void fc_gru_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save)
     void fc_gru_bwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh)
-    void fc_rnn_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *g, const float *bias, int relu, float *h_copy)
-    void fc_rnn_bwd_f32(Py_ssize_t rows, Py_ssize_t H, const float *h, float *dg, const float *dy, const float *dh, int relu)
+    void fc_gru1_fwd_a_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh)
+    void fc_gru1_fwd_b_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h)
+    void fc_gru1_bwd_a_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *h_prev, const float *dy, float *dh)
+    void fc_gru1_bwd_b_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *drh, const float *h_prev, float *dh)
+    void fc_rnn_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *g, const float *bias, int relu)
+    void fc_rnn_bwd_f32(Py_ssize_t rows, Py_ssize_t H, const float *h, float *dg, const float *dy, float *dh, int relu)
     void fc_colsum_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const float *a, float *out, int accumulate)
     void fc_vsigmoid_f32(Py_ssize_t n, const float *x, float *y)
     void fc_vtanh_f32(Py_ssize_t n, const float *x, float *y)
-    void fc_lstm_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *bias, const double *c_prev, double *c, double *h, double *h_copy)
-    void fc_lstm_bwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *c, const double *c_prev, const double *dy, const double *dh, double *dc)
-    void fc_gru_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *h_copy, double *hn_save)
+    void fc_lstm_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *bias, const double *c_prev, double *c, double *h)
+    void fc_lstm_bwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc)
+    void fc_gru_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save)
     void fc_gru_bwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh)
-    void fc_rnn_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *g, const double *bias, int relu, double *h_copy)
-    void fc_rnn_bwd_f64(Py_ssize_t rows, Py_ssize_t H, const double *h, double *dg, const double *dy, const double *dh, int relu)
+    void fc_gru1_fwd_a_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh)
+    void fc_gru1_fwd_b_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h)
+    void fc_gru1_bwd_a_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *h_prev, const double *dy, double *dh)
+    void fc_gru1_bwd_b_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *drh, const double *h_prev, double *dh)
+    void fc_rnn_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *g, const double *bias, int relu)
+    void fc_rnn_bwd_f64(Py_ssize_t rows, Py_ssize_t H, const double *h, double *dg, const double *dy, double *dh, int relu)
     void fc_colsum_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const double *a, double *out, int accumulate)
     void fc_vsigmoid_f64(Py_ssize_t n, const double *x, double *y)
     void fc_vtanh_f64(Py_ssize_t n, const double *x, double *y)
 
-# Per-calling-thread BLAS thread count (OpenBLAS openblas_set_num_threads_local: sets, returns
-# the previous value). NULL when the BLAS has none; the Python layer then limits BLAS globally.
-ctypedef int (*set_threads_fn)(int) noexcept nogil
-
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
 cdef inline void pw_lstm_fwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, const floating *bias,
-                             const floating *c_prev, floating *c, floating *h,
-                             floating *h_copy) noexcept nogil:
+                             const floating *c_prev, floating *c, floating *h) noexcept nogil:
     if floating is float:
-        fc_lstm_fwd_f32(rows, H, gates, bias, c_prev, c, h, h_copy)
+        fc_lstm_fwd_f32(rows, H, gates, bias, c_prev, c, h)
     else:
-        fc_lstm_fwd_f64(rows, H, gates, bias, c_prev, c, h, h_copy)
+        fc_lstm_fwd_f64(rows, H, gates, bias, c_prev, c, h)
 
 cdef inline void pw_lstm_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, const floating *c,
-                             const floating *c_prev, const floating *dy, const floating *dh,
+                             const floating *c_prev, const floating *dy, floating *dh,
                              floating *dc) noexcept nogil:
     if floating is float:
         fc_lstm_bwd_f32(rows, H, gates, c, c_prev, dy, dh, dc)
@@ -71,11 +81,11 @@ cdef inline void pw_lstm_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, con
 
 cdef inline void pw_gru_fwd(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
                             const floating *b_ih, const floating *b_hh, const floating *h_prev,
-                            floating *h, floating *h_copy, floating *hn_save) noexcept nogil:
+                            floating *h, floating *hn_save) noexcept nogil:
     if floating is float:
-        fc_gru_fwd_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, h, h_copy, hn_save)
+        fc_gru_fwd_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
     else:
-        fc_gru_fwd_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, h, h_copy, hn_save)
+        fc_gru_fwd_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
 
 cdef inline void pw_gru_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, floating *hn,
                             floating *dgh, const floating *h_prev, const floating *dy,
@@ -85,15 +95,47 @@ cdef inline void pw_gru_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, floa
     else:
         fc_gru_bwd_f64(rows, H, gates, hn, dgh, h_prev, dy, dh)
 
-cdef inline void pw_rnn_fwd(Py_ssize_t rows, Py_ssize_t H, floating *g, const floating *bias,
-                            int relu, floating *h_copy) noexcept nogil:
+cdef inline void pw_gru1_fwd_a(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
+                               const floating *b_ih, const floating *b_hh,
+                               const floating *h_prev, floating *rh) noexcept nogil:
     if floating is float:
-        fc_rnn_fwd_f32(rows, H, g, bias, relu, h_copy)
+        fc_gru1_fwd_a_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, rh)
     else:
-        fc_rnn_fwd_f64(rows, H, g, bias, relu, h_copy)
+        fc_gru1_fwd_a_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, rh)
+
+cdef inline void pw_gru1_fwd_b(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
+                               const floating *b_ih, const floating *b_hh,
+                               const floating *h_prev, floating *h) noexcept nogil:
+    if floating is float:
+        fc_gru1_fwd_b_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, h)
+    else:
+        fc_gru1_fwd_b_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, h)
+
+cdef inline void pw_gru1_bwd_a(Py_ssize_t rows, Py_ssize_t H, floating *gates,
+                               const floating *h_prev, const floating *dy,
+                               floating *dh) noexcept nogil:
+    if floating is float:
+        fc_gru1_bwd_a_f32(rows, H, gates, h_prev, dy, dh)
+    else:
+        fc_gru1_bwd_a_f64(rows, H, gates, h_prev, dy, dh)
+
+cdef inline void pw_gru1_bwd_b(Py_ssize_t rows, Py_ssize_t H, floating *gates,
+                               const floating *drh, const floating *h_prev,
+                               floating *dh) noexcept nogil:
+    if floating is float:
+        fc_gru1_bwd_b_f32(rows, H, gates, drh, h_prev, dh)
+    else:
+        fc_gru1_bwd_b_f64(rows, H, gates, drh, h_prev, dh)
+
+cdef inline void pw_rnn_fwd(Py_ssize_t rows, Py_ssize_t H, floating *g, const floating *bias,
+                            int relu) noexcept nogil:
+    if floating is float:
+        fc_rnn_fwd_f32(rows, H, g, bias, relu)
+    else:
+        fc_rnn_fwd_f64(rows, H, g, bias, relu)
 
 cdef inline void pw_rnn_bwd(Py_ssize_t rows, Py_ssize_t H, const floating *h, floating *dg,
-                            const floating *dy, const floating *dh, int relu) noexcept nogil:
+                            const floating *dy, floating *dh, int relu) noexcept nogil:
     if floating is float:
         fc_rnn_bwd_f32(rows, H, h, dg, dy, dh, relu)
     else:
@@ -108,20 +150,6 @@ cdef inline void colsum(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const floa
 
 
 # ---------------------------------------------------------------- small helpers
-cdef inline int set_blas_threads(set_threads_fn fn, int n) noexcept nogil:
-    """Set this thread's BLAS thread count; return the previous one (0 when not settable)."""
-    if fn == NULL:
-        return 0
-    return fn(n)
-
-cdef inline void restore_blas_threads(set_threads_fn fn, int prev) noexcept nogil:
-    if fn != NULL and prev > 0:
-        fn(prev)
-
-cdef inline Py_ssize_t slice_start(Py_ssize_t B, int n_par, int tid) noexcept nogil:
-    # Thread tid owns batch rows [slice_start(tid), slice_start(tid + 1)).
-    return (B * tid) // n_par
-
 cdef inline void copy_or_zero(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
     if src != NULL:
         memcpy(dst, src, n * sizeof(floating))
@@ -129,44 +157,37 @@ cdef inline void copy_or_zero(floating *dst, const floating *src, Py_ssize_t n) 
         memset(dst, 0, n * sizeof(floating))
 
 
-
-cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, Py_ssize_t M,
-                   Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
-                   const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
-                   Py_ssize_t ldc) noexcept nogil:
-    """C = op(A) @ Bm + beta C (Bm untransposed), the M rows of C split over OpenMP threads.
-
-    Each thread calls BLAS single-threaded on its row block, so BLAS's own thread pool is never
-    woken: no idle BLAS threads spinning against our OpenMP threads on the same cores.
-    trans_a: A is stored (K, M) and the row block of op(A) is a column block of A.
-    """
-    cdef int tid, prev
-    cdef Py_ssize_t r0, r1
-    with parallel(num_threads=n_threads):
-        tid = threadid()
-        r0 = slice_start(M, n_threads, tid)
-        r1 = slice_start(M, n_threads, tid + 1)
-        prev = set_blas_threads(set_threads, 1)
-        gemm(trans_a, False, <int>(r1 - r0), <int>N, <int>K, <floating>1,
-             A + (r0 if trans_a else r0 * lda), <int>lda, Bm, <int>ldb, beta,
-             C + r0 * ldc, <int>ldc)
-        restore_blas_threads(set_threads, prev)
+cdef inline void copy_rows(floating *dst, const floating *src, Py_ssize_t rows,
+                           Py_ssize_t n) noexcept nogil:
+    # rows x n contiguous block; src may equal dst (no-op)
+    if dst != src:
+        memcpy(dst, src, rows * n * sizeof(floating))
 
 
-cdef void par_gemm_bt(int n_threads, set_threads_fn set_threads, Py_ssize_t M, Py_ssize_t N,
-                      Py_ssize_t K, const floating *A, Py_ssize_t lda, const floating *Bm,
-                      Py_ssize_t ldb, floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C = A @ Bm^T (Bm stored (N, K)), rows of C split over OpenMP threads (see par_gemm)."""
-    cdef int tid, prev
-    cdef Py_ssize_t r0, r1
-    with parallel(num_threads=n_threads):
-        tid = threadid()
-        r0 = slice_start(M, n_threads, tid)
-        r1 = slice_start(M, n_threads, tid + 1)
-        prev = set_blas_threads(set_threads, 1)
-        gemm(False, True, <int>(r1 - r0), <int>N, <int>K, <floating>1, A + r0 * lda, <int>lda,
-             Bm, <int>ldb, <floating>0, C + r0 * ldc, <int>ldc)
-        restore_blas_threads(set_threads, prev)
+cdef inline void zero_rows(floating *dst, Py_ssize_t rows, Py_ssize_t n,
+                           Py_ssize_t ld) noexcept nogil:
+    cdef Py_ssize_t r
+    if ld == n:
+        memset(dst, 0, rows * n * sizeof(floating))
+    else:
+        for r in range(rows):
+            memset(dst + r * ld, 0, n * sizeof(floating))
+
+
+cdef inline Py_ssize_t run_end(const int64_t *lengths, Py_ssize_t t, Py_ssize_t r,
+                               Py_ssize_t r_end, bint *active) noexcept nogil:
+    """Rows [r, result) all share activity at step t (active: t < lengths[row])."""
+    cdef bint a
+    cdef Py_ssize_t e
+    if lengths == NULL:
+        active[0] = True
+        return r_end
+    a = t < lengths[r]
+    e = r + 1
+    while e < r_end and (t < lengths[e]) == a:
+        e += 1
+    active[0] = a
+    return e
 
 
 cdef void par_colsum(int n_threads, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld,
@@ -184,27 +205,36 @@ cdef void par_colsum(int n_threads, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld
 
 # ================================================================= LSTM
 cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
-                  floating *gates, floating *cs, floating *hs,
+                  floating *gates, floating *cs, floating *hs, floating *us, floating *hp,
                   const floating *x, const floating *h0, const floating *c0,
                   const floating *w_ih, const floating *w_hh_t, const floating *bias,
-                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
-                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
-    # y (T,B,H) out; h_n, c_n (B,H) out.
+                  const floating *w_hr_t, const int64_t *lengths,
+                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                  Py_ssize_t chunk, int n_threads, int n_par,
+                  set_threads_fn set_threads) noexcept nogil:
+    # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
     # gates: training (T,B,4H) out = saved i,f,g,o; inference (chunk,B,4H) scratch.
-    # cs, hs: training (T,B,H) out = saved c_t, h_t; inference NULL (state lives in c_n and y).
-    # x (T,B,I); h0, c0 (B,H); w_ih (4H,I); w_hh_t (H,4H) = W_hh^T; bias (4H,) = b_ih + b_hh.
-    cdef Py_ssize_t G = 4 * H, BH = B * H, t0, tc, t, b0, nb, gt
+    # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the state then
+    #   lives in c_n, h_n, updated in place).
+    # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H) scratch.
+    # hp: projection + inference only: (B,P) scratch for u W_hr^T. Otherwise NULL.
+    # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh_t (P,4H) = W_hh^T; bias (4H,) =
+    #   b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL; lengths (B,) or NULL.
+    cdef Py_ssize_t G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, gt, r, e
     cdef int tid, prev_local, prev_main
+    cdef bint training = hs != NULL, proj = w_hr_t != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
     cdef const floating *c_prev
     cdef floating *c_out
-    cdef floating *h_out
-    cdef floating *h_copy
-    cdef bint training = hs != NULL
-    if T == 0 or B == 0:
-        copy_or_zero(h_n, h0, BH)
-        copy_or_zero(c_n, c0, BH)
+    cdef floating *h_dest
+    cdef floating *u_t
+    cdef floating *h_new
+    if B == 0:
+        return 0
+    copy_or_zero(h_n, h0, BP)          # inference: the running state; T == 0: the result
+    copy_or_zero(c_n, c0, BH)
+    if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
     t0 = 0
@@ -215,83 +245,147 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
-            nb = slice_start(B, n_par, tid + 1) - b0
+            b1 = slice_start(B, n_par, tid + 1)
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
-                g_t = gates + (gt * B + b0) * G
-                if t == 0:
-                    h_prev = h0 + b0 * H
-                    c_prev = c0 + b0 * H
-                elif training:
-                    h_prev = hs + (t - 1) * BH + b0 * H
-                    c_prev = cs + (t - 1) * BH + b0 * H
-                else:
-                    h_prev = y + (t - 1) * BH + b0 * H
-                    c_prev = c_n + b0 * H
-                # gates_t[rows] += h_{t-1}[rows] @ W_hh^T   (eq. L1 recurrent part)
-                gemm(False, False, <int>nb, <int>G, <int>H, <floating>1, h_prev, <int>H,
-                     w_hh_t, <int>G, <floating>1, g_t, <int>G)
+                g_t = gates + gt * B * G
                 if training:
-                    c_out = cs + t * BH + b0 * H
-                    h_out = hs + t * BH + b0 * H
-                    h_copy = y + t * BH + b0 * H
+                    h_prev = hs + (t - 1) * BP if t > 0 else h0
+                    c_prev = cs + (t - 1) * BH if t > 0 else c0
+                    c_out = cs + t * BH
+                    h_dest = hs + t * BP
+                    u_t = us + t * BH if proj else h_dest
                 else:
-                    c_out = c_n + b0 * H
-                    h_out = y + t * BH + b0 * H
-                    h_copy = NULL
-                pw_lstm_fwd(nb, H, g_t, bias, c_prev, c_out, h_out, h_copy)
+                    h_prev = h_n
+                    c_prev = c_n
+                    c_out = c_n
+                    h_dest = h_n
+                    u_t = us if proj else h_dest
+                # gates_t[rows] += h_{t-1}[rows] @ W_hh^T   (eq. L1 recurrent part)
+                gemm(False, False, <int>(b1 - b0), <int>G, <int>P, <floating>1, h_prev + b0 * P,
+                     <int>P, w_hh_t, <int>G, <floating>1, g_t + b0 * G, <int>G)
+                # pointwise (eq. L2, L3) on runs of active rows; u_t rows are h or u
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_lstm_fwd(e - r, H, g_t + r * G, bias, c_prev + r * H, c_out + r * H,
+                                    u_t + r * H)
+                    elif proj:
+                        zero_rows(u_t + r * H, e - r, H, H)    # keeps dW_hr = dH^T U exact
+                    r = e
+                if proj:
+                    # h_t[rows] = u_t[rows] @ W_hr^T
+                    h_new = h_dest if training else hp
+                    gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
+                         u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_new + b0 * P,
+                         <int>P)
+                else:
+                    h_new = h_dest
+                # outputs and frozen rows
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        copy_rows(h_dest + r * P, h_new + r * P, e - r, P)
+                        copy_rows(y + t * BP + r * P, h_new + r * P, e - r, P)
+                    else:
+                        if training:
+                            copy_rows(h_dest + r * P, h_prev + r * P, e - r, P)
+                            copy_rows(c_out + r * H, c_prev + r * H, e - r, H)
+                        zero_rows(y + t * BP + r * P, e - r, P, P)
+                    r = e
             restore_blas_threads(set_threads, prev_local)
         t0 = t0 + tc
-    memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
     if training:
+        memcpy(h_n, hs + (T - 1) * BP, BP * sizeof(floating))
         memcpy(c_n, cs + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
 
 cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
-                  floating *dw_ih, floating *dw_hh, floating *db,
-                  floating *gates, const floating *cs, const floating *hs,
+                  floating *dw_ih, floating *dw_hh, floating *db, floating *dw_hr,
+                  floating *gates, const floating *cs, const floating *hs, const floating *us,
+                  floating *dhs, floating *du,
                   const floating *x, const floating *h0, const floating *c0,
-                  const floating *w_ih, const floating *w_hh,
+                  const floating *w_ih, const floating *w_hh, const floating *w_hr,
                   const floating *dy, const floating *dh_n, const floating *dc_n,
-                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                  const int64_t *lengths,
+                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                   int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
-    # dx (T,B,I), dh0, dc0 (B,H), dw_ih (4H,I), dw_hh (4H,H) out; db (4H,) out or NULL.
+    # dx (T,B,I), dh0 (B,P), dc0 (B,H), dw_ih (4H,I), dw_hh (4H,P) out; db (4H,) out or NULL;
+    # dw_hr (P,H) out (projection) or NULL.
     # gates (T,B,4H): in = saved i,f,g,o; out = dG (destroyed: the workspace is consumed).
-    # cs, hs (T,B,H) saved states; x, h0, c0, w_ih (4H,I), w_hh (4H,H) as in forward.
-    # dy (T,B,H), dh_n, dc_n (B,H): incoming gradients, each may be NULL (= 0).
-    cdef Py_ssize_t G = 4 * H, BH = B * H, t, b0, nb
+    # cs (T,B,H), hs (T,B,P) saved states; us (T,B,H) saved u (projection) or NULL.
+    # dhs (T,B,P) scratch = dL/dh_t in total (projection) or NULL; du (B,H) scratch (projection).
+    # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL as in forward.
+    # dy (T,B,P), dh_n (B,P), dc_n (B,H): incoming gradients, each may be NULL (= 0).
+    cdef Py_ssize_t G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, r, e, j
     cdef int tid, prev_local, prev_main
+    cdef bint proj = w_hr != NULL, act
     cdef floating *g_t
+    cdef floating *dh_t
+    cdef floating *dh_run
     cdef const floating *c_prev
-    copy_or_zero(dh0, dh_n, BH)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
+    cdef const floating *dy_t
+    copy_or_zero(dh0, dh_n, BP)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
     copy_or_zero(dc0, dc_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
-            nb = slice_start(B, n_par, tid + 1) - b0
+            b1 = slice_start(B, n_par, tid + 1)
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
-                g_t = gates + (t * B + b0) * G
-                c_prev = (cs + (t - 1) * BH if t > 0 else c0) + b0 * H
-                pw_lstm_bwd(nb, H, g_t, cs + t * BH + b0 * H, c_prev,
-                            dy + t * BH + b0 * H if dy != NULL else NULL,
-                            dh0 + b0 * H, dc0 + b0 * H)
-                # dh_{t-1}[rows] = dG_t[rows] @ W_hh
-                gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, g_t, <int>G,
-                     w_hh, <int>H, <floating>0, dh0 + b0 * H, <int>H)
+                g_t = gates + t * B * G
+                c_prev = cs + (t - 1) * BH if t > 0 else c0
+                dy_t = dy + t * BP if dy != NULL else NULL
+                if proj:
+                    # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
+                    dh_t = dhs + t * BP
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            for j in range(r * P, e * P):
+                                dh_t[j] = dh0[j] + (dy_t[j] if dy_t != NULL else 0)
+                                dh0[j] = 0
+                        else:
+                            zero_rows(dh_t + r * P, e - r, P, P)
+                        r = e
+                    gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
+                         dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        if proj:
+                            pw_lstm_bwd(e - r, H, g_t + r * G, cs + t * BH + r * H,
+                                        c_prev + r * H, NULL, du + r * H, dc0 + r * H)
+                        else:
+                            pw_lstm_bwd(e - r, H, g_t + r * G, cs + t * BH + r * H,
+                                        c_prev + r * H, dy_t + r * H if dy_t != NULL else NULL,
+                                        dh0 + r * H, dc0 + r * H)
+                    else:
+                        zero_rows(g_t + r * G, e - r, G, G)   # dG = 0; dh, dc pass through
+                    r = e
+                # dh_{t-1}[rows] += dG_t[rows] @ W_hh
+                gemm(False, False, <int>(b1 - b0), <int>P, <int>G, <floating>1, g_t + b0 * G,
+                     <int>G, w_hh, <int>P, <floating>1, dh0 + b0 * P, <int>P)
             restore_blas_threads(set_threads, prev_local)
     # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
     par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
     par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-    par_gemm(n_threads, set_threads, True, G, H, B if T > 0 else 0, gates, G, h0, H, 0, dw_hh, H)
+    par_gemm(n_threads, set_threads, True, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
     if T > 1:
-        par_gemm(n_threads, set_threads, True, G, H, (T - 1) * B, gates + B * G, G, hs, H, 1,
-                 dw_hh, H)
+        par_gemm(n_threads, set_threads, True, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
+                 dw_hh, P)
+    if proj:
+        # dW_hr = sum_t dh_t^T u_t
+        par_gemm(n_threads, set_threads, True, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
     if db != NULL:
         par_colsum(n_threads, T * B, G, G, gates, db)
     restore_blas_threads(set_threads, prev_main)
@@ -303,24 +397,28 @@ cdef int gru_fwd(floating *y, floating *h_n,
                  floating *gates, floating *hn_save, floating *hs, floating *gh,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh_t,
-                 const floating *b_ih, const floating *b_hh,
+                 const floating *b_ih, const floating *b_hh, bint reset_after,
+                 const int64_t *lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
     # gates: training (T,B,3H) out = saved r,z,n; inference (chunk,B,3H) scratch.
-    # hn_save, hs: training (T,B,H) out = saved h W_hn^T + b_hn and h_t; inference NULL.
+    # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
+    #   inference: classic (B,H) scratch, reset_after NULL.
+    # hs: training (T,B,H) out = saved h_t; inference NULL (state in h_n, updated in place).
     # gh (B,3H) scratch for h W_hh^T. x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh_t (H,3H) = W_hh^T;
-    # b_ih, b_hh (3H,) (zeros when the layer has no bias).
-    cdef Py_ssize_t G = 3 * H, BH = B * H, t0, tc, t, b0, nb, gt
+    # b_ih, b_hh (3H,) (zeros when the layer has no bias); lengths (B,) or NULL.
+    cdef Py_ssize_t G = 3 * H, BH = B * H, t0, tc, t, b0, b1, nb, gt, r, e
     cdef int tid, prev_local, prev_main
+    cdef bint training = hs != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
-    cdef floating *h_out
-    cdef floating *h_copy
+    cdef floating *h_dest
     cdef floating *hn_t
-    cdef bint training = hs != NULL
-    if T == 0 or B == 0:
-        copy_or_zero(h_n, h0, BH)
+    if B == 0:
+        return 0
+    copy_or_zero(h_n, h0, BH)
+    if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
     t0 = 0
@@ -331,32 +429,71 @@ cdef int gru_fwd(floating *y, floating *h_n,
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
-            nb = slice_start(B, n_par, tid + 1) - b0
+            b1 = slice_start(B, n_par, tid + 1)
+            nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
-                g_t = gates + (gt * B + b0) * G
-                if t == 0:
-                    h_prev = h0 + b0 * H
-                elif training:
-                    h_prev = hs + (t - 1) * BH + b0 * H
-                else:
-                    h_prev = y + (t - 1) * BH + b0 * H
-                # gh[rows] = h_{t-1}[rows] @ W_hh^T   (eq. G1-G3 recurrent parts)
-                gemm(False, False, <int>nb, <int>G, <int>H, <floating>1, h_prev, <int>H,
-                     w_hh_t, <int>G, <floating>0, gh + b0 * G, <int>G)
+                g_t = gates + gt * B * G
                 if training:
-                    h_out = hs + t * BH + b0 * H
-                    h_copy = y + t * BH + b0 * H
-                    hn_t = hn_save + t * BH + b0 * H
+                    h_prev = hs + (t - 1) * BH if t > 0 else h0
+                    h_dest = hs + t * BH
+                    hn_t = hn_save + t * BH
                 else:
-                    h_out = y + t * BH + b0 * H
-                    h_copy = NULL
-                    hn_t = NULL
-                pw_gru_fwd(nb, H, g_t, gh + b0 * G, b_ih, b_hh, h_prev, h_out, h_copy, hn_t)
+                    h_prev = h_n
+                    h_dest = h_n
+                    hn_t = hn_save     # classic: scratch; reset_after: NULL
+                if reset_after:
+                    # gh[rows] = h_{t-1}[rows] @ W_hh^T   (eq. G1-G3 recurrent parts)
+                    gemm(False, False, <int>nb, <int>G, <int>H, <floating>1, h_prev + b0 * H,
+                         <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G, <int>G)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru_fwd(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
+                                       h_prev + r * H, h_dest + r * H,
+                                       hn_t + r * H if hn_t != NULL else NULL)
+                        r = e
+                else:
+                    # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
+                    gemm(False, False, <int>nb, <int>(2 * H), <int>H, <floating>1,
+                         h_prev + b0 * H, <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G,
+                         <int>G)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_fwd_a(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
+                                          h_prev + r * H, hn_t + r * H)
+                        else:
+                            zero_rows(hn_t + r * H, e - r, H, H)
+                        r = e
+                    gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, hn_t + b0 * H,
+                         <int>H, w_hh_t + 2 * H, <int>G, <floating>0, gh + b0 * G + 2 * H,
+                         <int>G)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_fwd_b(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
+                                          h_prev + r * H, h_dest + r * H)
+                        r = e
+                # outputs and frozen rows
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        copy_rows(y + t * BH + r * H, h_dest + r * H, e - r, H)
+                    else:
+                        if training:
+                            copy_rows(h_dest + r * H, h_prev + r * H, e - r, H)
+                        zero_rows(y + t * BH + r * H, e - r, H, H)
+                    r = e
             restore_blas_threads(set_threads, prev_local)
         t0 = t0 + tc
-    memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
+    if training:
+        memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -365,53 +502,103 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                  floating *db_ih, floating *db_hh,
                  floating *gates, floating *hn, floating *dgh, const floating *hs,
                  const floating *x, const floating *h0,
-                 const floating *w_ih, const floating *w_hh,
-                 const floating *dy, const floating *dh_n,
+                 const floating *w_ih, const floating *w_hh, bint reset_after,
+                 const floating *dy, const floating *dh_n, const int64_t *lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (3H,I), dw_hh (3H,H) out; db_ih, db_hh (3H,) out or NULL.
     # gates (T,B,3H): in = saved r,z,n; out = dG_x = d(x-side pre-activations) (consumed).
-    # hn (T,B,H): in = saved h W_hn^T + b_hn; out = d(h W_hn^T + b_hn) (consumed).
-    # dgh (B,3H) scratch: d(h W_hh^T) of the current step. hs (T,B,H) saved h_t.
-    cdef Py_ssize_t G = 3 * H, BH = B * H, t, b0, nb
+    # hn (T,B,H): reset_after: in = saved h W_hn^T + b_hn, out = its gradient dn*r (consumed);
+    #   classic: saved r*h_{t-1} (read only).
+    # dgh (B,3H) scratch: reset_after: d(h W_hh^T) of the step; classic: d(r*h) in (B,H).
+    # hs (T,B,H) saved h_t. dy (T,B,H), dh_n (B,H) may be NULL. lengths (B,) or NULL.
+    cdef Py_ssize_t G = 3 * H, BH = B * H, t, b0, b1, nb, r, e
     cdef int tid, prev_local, prev_main
+    cdef bint act
     cdef floating *g_t
     cdef const floating *h_prev
+    cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
-            nb = slice_start(B, n_par, tid + 1) - b0
+            b1 = slice_start(B, n_par, tid + 1)
+            nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
-                g_t = gates + (t * B + b0) * G
-                h_prev = (hs + (t - 1) * BH if t > 0 else h0) + b0 * H
-                pw_gru_bwd(nb, H, g_t, hn + t * BH + b0 * H, dgh + b0 * G, h_prev,
-                           dy + t * BH + b0 * H if dy != NULL else NULL, dh0 + b0 * H)
-                # dh_{t-1}[rows] = z * dh_t (written above) + dgh[rows] @ W_hh
-                gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, dgh + b0 * G, <int>G,
-                     w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
+                g_t = gates + t * B * G
+                h_prev = hs + (t - 1) * BH if t > 0 else h0
+                dy_t = dy + t * BH if dy != NULL else NULL
+                if reset_after:
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru_bwd(e - r, H, g_t + r * G, hn + t * BH + r * H, dgh + r * G,
+                                       h_prev + r * H, dy_t + r * H if dy_t != NULL else NULL,
+                                       dh0 + r * H)
+                        else:
+                            zero_rows(g_t + r * G, e - r, G, G)
+                            zero_rows(hn + t * BH + r * H, e - r, H, H)
+                            zero_rows(dgh + r * G, e - r, G, G)
+                        r = e
+                    # dh_{t-1}[rows] = z * dh_t (written above) + dgh[rows] @ W_hh
+                    gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, dgh + b0 * G,
+                         <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
+                else:
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_bwd_a(e - r, H, g_t + r * G, h_prev + r * H,
+                                          dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
+                        else:
+                            zero_rows(g_t + r * G, e - r, G, G)
+                        r = e
+                    # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
+                    gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, g_t + b0 * G + 2 * H,
+                         <int>G, w_hh + 2 * H * H, <int>H, <floating>0, dgh + b0 * H, <int>H)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_bwd_b(e - r, H, g_t + r * G, dgh + r * H, h_prev + r * H,
+                                          dh0 + r * H)
+                        r = e
+                    # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
+                    gemm(False, False, <int>nb, <int>H, <int>(2 * H), <floating>1, g_t + b0 * G,
+                         <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
             restore_blas_threads(set_threads, prev_local)
     # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
     par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
     par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-    # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates); rows n: hn = dn * r.
+    # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
     par_gemm(n_threads, set_threads, True, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
              dw_hh, H)
-    par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
-             dw_hh + 2 * H * H, H)
     if T > 1:
         par_gemm(n_threads, set_threads, True, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
                  1, dw_hh, H)
-        par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+    if reset_after:
+        # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
+        par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
+                 dw_hh + 2 * H * H, H)
+        if T > 1:
+            par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+                     dw_hh + 2 * H * H, H)
+    else:
+        # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
+        par_gemm(n_threads, set_threads, True, H, H, T * B, gates + 2 * H, G, hn, H, 0,
                  dw_hh + 2 * H * H, H)
     if db_ih != NULL:
         par_colsum(n_threads, T * B, G, G, gates, db_ih)
     if db_hh != NULL:
         par_colsum(n_threads, T * B, 2 * H, G, gates, db_hh)
-        par_colsum(n_threads, T * B, H, H, hn, db_hh + 2 * H)
+        if reset_after:
+            par_colsum(n_threads, T * B, H, H, hn, db_hh + 2 * H)
+        else:
+            par_colsum(n_threads, T * B, H, G, gates + 2 * H, db_hh + 2 * H)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -420,33 +607,57 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
 cdef int rnn_fwd(floating *y, floating *h_n, floating *hs,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh_t, const floating *bias,
+                 const int64_t *lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int relu,
                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
-    # pre-activations are accumulated in y itself, so inference needs no extra memory at all).
+    # pre-activations are accumulated in y itself and the state kept in h_n, so inference needs
+    # no memory beyond its outputs).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh_t (H,H) = W_hh^T; bias (H,) = b_ih + b_hh.
-    cdef Py_ssize_t BH = B * H, t, b0, nb
+    cdef Py_ssize_t BH = B * H, t, b0, b1, nb, r, e
     cdef int tid, prev_local, prev_main
+    cdef bint training = hs != NULL, act
     cdef floating *buf = hs if hs != NULL else y
+    cdef floating *g_t
     cdef const floating *h_prev
-    if T == 0 or B == 0:
-        copy_or_zero(h_n, h0, BH)
+    if B == 0:
+        return 0
+    copy_or_zero(h_n, h0, BH)
+    if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
     par_gemm_bt(n_threads, set_threads, T * B, H, I, x, I, w_ih, I, buf, H)
     with parallel(num_threads=n_par):
         tid = threadid()
         b0 = slice_start(B, n_par, tid)
-        nb = slice_start(B, n_par, tid + 1) - b0
+        b1 = slice_start(B, n_par, tid + 1)
+        nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         for t in range(T):
-            h_prev = (buf + (t - 1) * BH if t > 0 else h0) + b0 * H
-            gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, h_prev, <int>H,
-                 w_hh_t, <int>H, <floating>1, buf + t * BH + b0 * H, <int>H)
-            pw_rnn_fwd(nb, H, buf + t * BH + b0 * H, bias, relu,
-                       y + t * BH + b0 * H if hs != NULL else NULL)
+            g_t = buf + t * BH
+            if training:
+                h_prev = hs + (t - 1) * BH if t > 0 else h0
+            else:
+                h_prev = h_n
+            gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, h_prev + b0 * H, <int>H,
+                 w_hh_t, <int>H, <floating>1, g_t + b0 * H, <int>H)
+            r = b0
+            while r < b1:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    pw_rnn_fwd(e - r, H, g_t + r * H, bias, relu)
+                    if training:
+                        copy_rows(y + t * BH + r * H, g_t + r * H, e - r, H)
+                    else:
+                        copy_rows(h_n + r * H, g_t + r * H, e - r, H)
+                else:
+                    if training:
+                        copy_rows(g_t + r * H, h_prev + r * H, e - r, H)
+                    zero_rows(y + t * BH + r * H, e - r, H, H)
+                r = e
         restore_blas_threads(set_threads, prev_local)
-    memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
+    if training:
+        memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -455,26 +666,37 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  floating *dg, const floating *hs,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh,
-                 const floating *dy, const floating *dh_n,
+                 const floating *dy, const floating *dh_n, const int64_t *lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int relu,
                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
     # dg (T,B,H) scratch = dG; hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
-    cdef Py_ssize_t BH = B * H, t, b0, nb
+    cdef Py_ssize_t BH = B * H, t, b0, b1, nb, r, e
     cdef int tid, prev_local, prev_main
+    cdef bint act
+    cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
             b0 = slice_start(B, n_par, tid)
-            nb = slice_start(B, n_par, tid + 1) - b0
+            b1 = slice_start(B, n_par, tid + 1)
+            nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
-                pw_rnn_bwd(nb, H, hs + t * BH + b0 * H, dg + t * BH + b0 * H,
-                           dy + t * BH + b0 * H if dy != NULL else NULL, dh0 + b0 * H, relu)
+                dy_t = dy + t * BH if dy != NULL else NULL
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_rnn_bwd(e - r, H, hs + t * BH + r * H, dg + t * BH + r * H,
+                                   dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H, relu)
+                    else:
+                        zero_rows(dg + t * BH + r * H, e - r, H, H)
+                    r = e
                 gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, dg + t * BH + b0 * H,
-                     <int>H, w_hh, <int>H, <floating>0, dh0 + b0 * H, <int>H)
+                     <int>H, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
             restore_blas_threads(set_threads, prev_local)
     par_gemm(n_threads, set_threads, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
     par_gemm(n_threads, set_threads, True, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
@@ -489,8 +711,8 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
 
 
 # ================================================================= Python entry points
-# Thin def wrappers: typed memoryviews (C-contiguous, checked by _api.py) -> raw pointers, then
-# the whole kernel runs with the GIL released. Optional arrays are passed as None.
+# Thin def wrappers: typed memoryviews (flattened C-contiguous arrays, validated by _api.py) ->
+# raw pointers, then the whole kernel runs with the GIL released. Optional arrays are None.
 
 cdef inline floating *ptr(floating[::1] a) noexcept nogil:
     return &a[0] if a is not None and a.shape[0] > 0 else NULL
@@ -498,100 +720,121 @@ cdef inline floating *ptr(floating[::1] a) noexcept nogil:
 cdef inline const floating *cptr(const floating[::1] a) noexcept nogil:
     return &a[0] if a is not None and a.shape[0] > 0 else NULL
 
+cdef inline const int64_t *iptr(const int64_t[::1] a) noexcept nogil:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+
 cdef inline set_threads_fn as_fn(uintptr_t addr) noexcept nogil:
     return <set_threads_fn>addr
 
 
 def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
-                 floating[::1] gates, floating[::1] cs, floating[::1] hs,
+                 floating[::1] gates, floating[::1] cs, floating[::1] hs, floating[::1] us,
+                 floating[::1] hp,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
-                 const floating[::1] w_ih, const floating[::1] w_hh_t, const floating[::1] bias,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
-                 int n_threads, int n_par, uintptr_t set_threads):
-    """Arrays are flattened (ravel of C-contiguous arrays); shapes as in lstm_fwd above."""
+                 const floating[::1] w_ih, const floating[::1] w_hh_t,
+                 const floating[::1] bias, const floating[::1] w_hr_t,
+                 const int64_t[::1] lengths,
+                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                 Py_ssize_t chunk, int n_threads, int n_par, uintptr_t set_threads):
+    """Shapes as in lstm_fwd above (arrays flattened)."""
     cdef int status
     with nogil:
-        status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), cptr(cs), cptr(hs), cptr(x),
-                        cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh_t), cptr(bias),
-                        T, B, I, H, chunk, n_threads, n_par, as_fn(set_threads))
+        status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
+                          ptr(hp), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh_t),
+                          cptr(bias), cptr(w_hr_t), iptr(lengths), T, B, I, H, P, chunk,
+                          n_threads, n_par, as_fn(set_threads))
     return status
 
 
 def lstm_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dc0,
                   floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
+                  floating[::1] dw_hr,
                   floating[::1] gates, const floating[::1] cs, const floating[::1] hs,
+                  const floating[::1] us, floating[::1] dhs, floating[::1] du,
                   const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
                   const floating[::1] w_ih, const floating[::1] w_hh,
+                  const floating[::1] w_hr,
                   const floating[::1] dy, const floating[::1] dh_n, const floating[::1] dc_n,
-                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                  const int64_t[::1] lengths,
+                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                   int n_threads, int n_par, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = lstm_bwd(ptr(dx), ptr(dh0), ptr(dc0), ptr(dw_ih), ptr(dw_hh), ptr(db),
-                        ptr(gates), cptr(cs), cptr(hs), cptr(x), cptr(h0), cptr(c0), cptr(w_ih),
-                        cptr(w_hh), cptr(dy), cptr(dh_n), cptr(dc_n), T, B, I, H,
-                        n_threads, n_par, as_fn(set_threads))
+                          ptr(dw_hr), ptr(gates), cptr(cs), cptr(hs), cptr(us), ptr(dhs),
+                          ptr(du), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
+                          cptr(w_hr), cptr(dy), cptr(dh_n), cptr(dc_n), iptr(lengths),
+                          T, B, I, H, P, n_threads, n_par, as_fn(set_threads))
     return status
 
 
 def gru_forward(floating[::1] y, floating[::1] h_n,
                 floating[::1] gates, floating[::1] hn_save, floating[::1] hs, floating[::1] gh,
-                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih, const floating[::1] w_hh_t,
-                const floating[::1] b_ih, const floating[::1] b_hh,
+                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
+                const floating[::1] w_hh_t, const floating[::1] b_ih,
+                const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
                 int n_threads, int n_par, uintptr_t set_threads):
     cdef int status
     with nogil:
-        status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), cptr(x),
-                       cptr(h0), cptr(w_ih), cptr(w_hh_t), cptr(b_ih), cptr(b_hh),
-                       T, B, I, H, chunk, n_threads, n_par, as_fn(set_threads))
+        status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh),
+                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh_t), cptr(b_ih), cptr(b_hh),
+                         reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_par,
+                         as_fn(set_threads))
     return status
 
 
 def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
                  floating[::1] db_ih, floating[::1] db_hh,
-                 floating[::1] gates, floating[::1] hn, floating[::1] dgh, const floating[::1] hs,
-                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih, const floating[::1] w_hh,
-                 const floating[::1] dy, const floating[::1] dh_n,
+                 floating[::1] gates, floating[::1] hn, floating[::1] dgh,
+                 const floating[::1] hs, const floating[::1] x, const floating[::1] h0,
+                 const floating[::1] w_ih, const floating[::1] w_hh, bint reset_after,
+                 const floating[::1] dy, const floating[::1] dh_n, const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                  int n_threads, int n_par, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = gru_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db_ih), ptr(db_hh),
-                       ptr(gates), ptr(hn), ptr(dgh), cptr(hs), cptr(x), cptr(h0), cptr(w_ih),
-                       cptr(w_hh), cptr(dy), cptr(dh_n), T, B, I, H,
-                       n_threads, n_par, as_fn(set_threads))
+                         ptr(gates), ptr(hn), ptr(dgh), cptr(hs), cptr(x), cptr(h0),
+                         cptr(w_ih), cptr(w_hh), reset_after, cptr(dy), cptr(dh_n),
+                         iptr(lengths), T, B, I, H, n_threads, n_par, as_fn(set_threads))
     return status
 
 
 def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs,
-                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih, const floating[::1] w_hh_t,
-                const floating[::1] bias,
+                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
+                const floating[::1] w_hh_t, const floating[::1] bias,
+                const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                 int n_threads, int n_par, uintptr_t set_threads):
     cdef int status
     with nogil:
-        status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh_t),
-                       cptr(bias), T, B, I, H, relu, n_threads, n_par, as_fn(set_threads))
+        status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), cptr(x), cptr(h0), cptr(w_ih),
+                         cptr(w_hh_t), cptr(bias), iptr(lengths), T, B, I, H, relu, n_threads,
+                         n_par, as_fn(set_threads))
     return status
 
 
 def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
                  floating[::1] db, floating[::1] dg, const floating[::1] hs,
-                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih, const floating[::1] w_hh,
-                 const floating[::1] dy, const floating[::1] dh_n,
+                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
+                 const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
+                 const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                  int n_threads, int n_par, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), cptr(hs),
-                       cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
-                       T, B, I, H, relu, n_threads, n_par, as_fn(set_threads))
+                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
+                         iptr(lengths), T, B, I, H, relu, n_threads, n_par,
+                         as_fn(set_threads))
     return status
 
 
 def vsigmoid(const floating[::1] x, floating[::1] out):
     """out = sigmoid(x) elementwise with the kernels' own activation (for tests)."""
+    if out.shape[0] != x.shape[0]:
+        raise ValueError(f"out must have the length of x ({x.shape[0]}), got {out.shape[0]}")
     with nogil:
         if floating is float:
             fc_vsigmoid_f32(x.shape[0], cptr(x), ptr(out))
@@ -601,6 +844,8 @@ def vsigmoid(const floating[::1] x, floating[::1] out):
 
 def vtanh(const floating[::1] x, floating[::1] out):
     """out = tanh(x) elementwise with the kernels' own activation (for tests)."""
+    if out.shape[0] != x.shape[0]:
+        raise ValueError(f"out must have the length of x ({x.shape[0]}), got {out.shape[0]}")
     with nogil:
         if floating is float:
             fc_vtanh_f32(x.shape[0], cptr(x), ptr(out))

@@ -63,11 +63,16 @@ def blas_info():
     return info
 
 
+# Far above any core count we could use; guards OpenMP against absurd requests (2**31 threads).
+MAX_THREADS = 4096
+
+
 def effective_n_threads(n_threads=None):
     """Resolve ``n_threads``: None -> OpenMP's default (OMP_NUM_THREADS, else the usable cores).
 
-    Explicit values must be integers >= 1 and are honoured as given (values above the number of
-    cores oversubscribe, as with OpenMP itself); the kernels never use more threads than rows.
+    Explicit values must be integers in [1, 4096] and are honoured as given (values above the
+    number of cores oversubscribe, as with OpenMP itself); the time loop never uses more threads
+    than batch rows.
     """
     if n_threads is None:
         n = _kernels.omp_max_threads()
@@ -81,6 +86,8 @@ def effective_n_threads(n_threads=None):
     n = int(n_threads.__index__())
     if n < 1:
         raise ValueError(f"n_threads must be None or an int >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 

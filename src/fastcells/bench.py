@@ -130,7 +130,8 @@ def floor_fn(cell, p, mode, n_threads):
     addr = set_threads_local_address()
     training = mode == "train"
     fns = []
-    for n_par in sorted({1, max(1, min(n_threads, B))}):
+    # whole-batch (n_par 1) and, with several threads, the split schedule of the kernels
+    for n_par in sorted({1, max(2, min(n_threads, B)) if n_threads > 1 else 1}):
         fns.append(lambda n_par=n_par: _floor.run_sequence(
             *bufs, T, B, I, H, G, training, n_threads, n_par, addr))
     return fns

@@ -111,7 +111,7 @@ def _check_optional(name, a, shape, dtype):
 
 
 def _validate_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, n_gates, w_hr=None):
-    """Check shapes and dtypes; return (T, B, I, H, P) where P is the size of h (H unless proj)."""
+    """Check shapes and dtypes; return (T, B, I, H, P) where P is the size of h (H unless w_hr)."""
     _check_array("x", x, 3)
     dtype = x.dtype
     T, B, I = x.shape
@@ -121,9 +121,9 @@ def _validate_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, n_gates, w_hr=None):
     H = w_ih.shape[0] // n_gates
     P = H
     if w_hr is not None:
-        _check_array("proj", w_hr, 2, dtype)
+        _check_array("w_hr", w_hr, 2, dtype)
         if w_hr.shape[1] != H:
-            raise ValueError(f"proj must have shape (proj_size, {H}), got {w_hr.shape}")
+            raise ValueError(f"w_hr must have shape (proj_size, {H}), got {w_hr.shape}")
         P = w_hr.shape[0]
     _check_array("w_hh", w_hh, 2, dtype)
     _check_shape("w_hh", w_hh, (n_gates * H, P))
@@ -235,17 +235,17 @@ def _sum_outer(d, v):
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, n_threads=None,
-                 lengths=None, proj=None):
+                 lengths=None, w_hr=None):
     """LSTM over a sequence; returns (y, h_n, c_n, cache).
 
     Gates (order i, f, g, o): G = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh; i, f, o = σ, g = tanh;
     c' = f⊙c + i⊙g; h' = o⊙tanh(c').
 
-    ``proj`` is PyTorch's ``weight_hr`` (P, H) for ``proj_size = P > 0``: h' = W_hr (o⊙tanh c'),
+    ``w_hr`` is PyTorch's ``weight_hr`` (P, H) for ``proj_size = P > 0``: h' = W_hr (o⊙tanh c'),
     so h0, y and h_n have size P and w_hh is (4H, P); c stays of size H.
     ``n_threads`` is accepted for signature compatibility and ignored.
     """
-    T, B, I, H, P = _validate_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, 4, proj)
+    T, B, I, H, P = _validate_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, 4, w_hr)
     dtype = x.dtype
     valid = _valid_mask(lengths, T, B)
 
@@ -268,8 +268,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, 
         c_new = f * cs[t] + i * g
         np.tanh(c_new, out=tanh_c[t])
         h_new = o * tanh_c[t]
-        if proj is not None:
-            h_new = h_new @ proj.T
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
         m = _step_mask(valid, t)
         cs[t + 1] = _advance(m, c_new, cs[t])
         hs[t + 1] = _advance(m, h_new, hs[t])
@@ -278,7 +278,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, training=True, 
 
     cache = None
     if training:
-        cache = dict(kind="lstm", T=T, B=B, H=H, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=proj,
+        cache = dict(kind="lstm", T=T, B=B, H=H, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,
                      has_bias=b_ih is not None, valid=valid,
                      gates=gates, tanh_c=tanh_c, hs=hs, cs=cs)
     return y, hs[T].copy(), cs[T].copy(), cache
@@ -288,7 +288,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     """BPTT for :func:`lstm_forward`.
 
     Returns (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh), plus dw_hr as an 8th element when the
-    forward used ``proj``. dy, dh_n, dc_n may be None (zeros); db_ih/db_hh are None without bias.
+    forward used ``w_hr``. dy, dh_n, dc_n may be None (zeros); db_ih/db_hh are None without bias.
     """
     _validate_backward(cache, "lstm", dy, dh_n, dc_n)
     T, B, H = cache["T"], cache["B"], cache["H"]
