@@ -7,33 +7,36 @@
 extern "C" {
 #endif
 
-void fc_lstm_fwd_f32(ptrdiff_t rows, ptrdiff_t H, float *gates, const float *bias, const float *c_prev, float *c, float *h);
-void fc_lstm_bwd_f32(ptrdiff_t rows, ptrdiff_t H, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc);
-void fc_gru_fwd_f32(ptrdiff_t rows, ptrdiff_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save);
-void fc_gru_bwd_f32(ptrdiff_t rows, ptrdiff_t H, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh);
-void fc_gru1_fwd_a_f32(ptrdiff_t rows, ptrdiff_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh);
-void fc_gru1_fwd_b_f32(ptrdiff_t rows, ptrdiff_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h);
-void fc_gru1_bwd_a_f32(ptrdiff_t rows, ptrdiff_t H, float *gates, const float *h_prev, const float *dy, float *dh);
-void fc_gru1_bwd_b_f32(ptrdiff_t rows, ptrdiff_t H, float *gates, const float *drh, const float *h_prev, float *dh);
-void fc_rnn_fwd_f32(ptrdiff_t rows, ptrdiff_t H, float *g, const float *bias, int relu);
-void fc_rnn_bwd_f32(ptrdiff_t rows, ptrdiff_t H, const float *h, float *dg, const float *dy, float *dh, int relu);
+void fc_lstm_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h);
+void fc_lstm_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc);
+void fc_gru_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save);
+void fc_gru_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh);
+void fc_gru1_fwd_a_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh);
+void fc_gru1_fwd_b_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h);
+void fc_gru1_bwd_a_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *h_prev, const float *dy, float *dh);
+void fc_gru1_bwd_b_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *drh, const float *h_prev, float *dh);
+void fc_rnn_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *g, const float *bias, int relu);
+void fc_rnn_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, const float *h, float *dg, const float *dy, float *dh, int relu);
 void fc_colsum_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const float *a, float *out, int accumulate);
 void fc_vsigmoid_f32(ptrdiff_t n, const float *x, float *y);
 void fc_vtanh_f32(ptrdiff_t n, const float *x, float *y);
 
-void fc_lstm_fwd_f64(ptrdiff_t rows, ptrdiff_t H, double *gates, const double *bias, const double *c_prev, double *c, double *h);
-void fc_lstm_bwd_f64(ptrdiff_t rows, ptrdiff_t H, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc);
-void fc_gru_fwd_f64(ptrdiff_t rows, ptrdiff_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save);
-void fc_gru_bwd_f64(ptrdiff_t rows, ptrdiff_t H, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh);
-void fc_gru1_fwd_a_f64(ptrdiff_t rows, ptrdiff_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh);
-void fc_gru1_fwd_b_f64(ptrdiff_t rows, ptrdiff_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h);
-void fc_gru1_bwd_a_f64(ptrdiff_t rows, ptrdiff_t H, double *gates, const double *h_prev, const double *dy, double *dh);
-void fc_gru1_bwd_b_f64(ptrdiff_t rows, ptrdiff_t H, double *gates, const double *drh, const double *h_prev, double *dh);
-void fc_rnn_fwd_f64(ptrdiff_t rows, ptrdiff_t H, double *g, const double *bias, int relu);
-void fc_rnn_bwd_f64(ptrdiff_t rows, ptrdiff_t H, const double *h, double *dg, const double *dy, double *dh, int relu);
+void fc_lstm_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *bias, const double *c_prev, double *c, double *h);
+void fc_lstm_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc);
+void fc_gru_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save);
+void fc_gru_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh);
+void fc_gru1_fwd_a_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh);
+void fc_gru1_fwd_b_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h);
+void fc_gru1_bwd_a_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *h_prev, const double *dy, double *dh);
+void fc_gru1_bwd_b_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *drh, const double *h_prev, double *dh);
+void fc_rnn_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *g, const double *bias, int relu);
+void fc_rnn_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, const double *h, double *dg, const double *dy, double *dh, int relu);
 void fc_colsum_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const double *a, double *out, int accumulate);
 void fc_vsigmoid_f64(ptrdiff_t n, const double *x, double *y);
 void fc_vtanh_f64(ptrdiff_t n, const double *x, double *y);
+
+/* Barrier of the enclosing OpenMP parallel region (no-op without OpenMP). */
+void fc_omp_barrier(void);
 
 #ifdef __cplusplus
 }

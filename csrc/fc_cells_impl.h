@@ -2,24 +2,29 @@
  * for one floating type. Template header: included once per type by fc_cells.c with FC_REAL,
  * FC_SFX and FC_IS_DOUBLE defined. Prototypes and the contract of every function: fc_cells.h.
  *
- * Layout: every matrix is row-major with `rows` rows (a slice of the batch); gate blocks are
- * (rows, G*H) with the gates side by side in PyTorch order; state blocks are (rows, H).
- * Equation numbers refer to README "The math".
+ * Every function works on a block of `rows` batch rows x `n` hidden units, so that threads can
+ * split the batch (n = H) or the hidden units (n < H) of a step between them:
+ *   H    distance between the gate blocks of one row (the full hidden size; gates side by side
+ *        in PyTorch order, e.g. i | f | g | o);
+ *   ldg  row stride of the gate matrices (G*H for a full row of a (B, G*H) matrix);
+ *   ldh  row stride of the state matrices (c, h, dh, dc, dy, ...: H or the projection size).
+ * Every pointer points at the block's first element (row 0, hidden unit j0 of gate 0); bias
+ * pointers at element j0 of gate 0. Equation numbers refer to README "The math".
  */
 
 /* LSTM forward, eq. (L1-L3). gates: in = x W_ih^T + h W_hh^T (no bias); out = i, f, g, o
  * activated (saved for backward). c_prev may alias c (updated in place). h: out = o*tanh(c)
  * (the cell output; with a projection this is u, and h = u W_hr^T is a GEMM after). */
-FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
-                                  const FC_REAL *bias, const FC_REAL *c_prev, FC_REAL *c,
-                                  FC_REAL *h)
+FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gates, const FC_REAL *bias, const FC_REAL *c_prev, FC_REAL *c,
+    FC_REAL *h)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
-        const FC_REAL *cp = c_prev + r * H;
-        FC_REAL *cr = c + r * H, *hr = h + r * H;
+        FC_REAL *gi = gates + r * ldg, *gf = gi + H, *gg = gf + H, *go = gg + H;
+        const FC_REAL *cp = c_prev + r * ldh;
+        FC_REAL *cr = c + r * ldh, *hr = h + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL i = FC_SFX(fc_sigmoid)(gi[j] + bias[j]);
             FC_REAL f = FC_SFX(fc_sigmoid)(gf[j] + bias[H + j]);
             FC_REAL g = FC_SFX(fc_tanh)(gg[j] + bias[2 * H + j]);
@@ -36,19 +41,19 @@ FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
  * of dG_t. c, c_prev: saved c_t, c_{t-1}. dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t
  * (from step t+1); out = 0, ready for the step GEMM dh += dG_t W_hh.
  * dc: in = dL/dc_t from step t+1; out = dL/dc_{t-1}. */
-FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
-                                  const FC_REAL *c, const FC_REAL *c_prev, const FC_REAL *dy,
-                                  FC_REAL *dh, FC_REAL *dc)
+FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gates, const FC_REAL *c, const FC_REAL *c_prev, const FC_REAL *dy,
+    FC_REAL *dh, FC_REAL *dc)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gi = gates + r * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
-        const FC_REAL *cr = c + r * H, *cp = c_prev + r * H;
-        FC_REAL *dhr = dh + r * H;
-        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        FC_REAL *gi = gates + r * ldg, *gf = gi + H, *gg = gf + H, *go = gg + H;
+        const FC_REAL *cr = c + r * ldh, *cp = c_prev + r * ldh;
+        FC_REAL *dhr = dh + r * ldh;
+        const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;                       /* dyr is then a dummy, never used */
-        FC_REAL *dcr = dc + r * H;
+        FC_REAL *dcr = dc + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL i = gi[j], f = gf[j], g = gg[j], o = go[j];
             FC_REAL tc = FC_SFX(fc_tanh)(cr[j]);
             FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
@@ -66,18 +71,18 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
 /* GRU forward (PyTorch, linear before reset), eq. (G1-G4). gx: in = x W_ih^T (no bias);
  * out = r, z, n activated (saved). gh: h W_hh^T (no bias). b_ih, b_hh: (3H,) each.
  * hn_save (rows, H) = h W_hn^T + b_hn, saved for backward, or NULL. h_prev may alias h. */
-FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
-                                 const FC_REAL *b_ih, const FC_REAL *b_hh,
-                                 const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
+FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
+    const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xr = gx + r * 3 * H, *xz = xr + H, *xn = xz + H;
-        const FC_REAL *hr_ = gh + r * 3 * H, *hz = hr_ + H, *hn = hz + H;
-        const FC_REAL *hp = h_prev + r * H;
-        FC_REAL *ho = h + r * H;
-        FC_REAL *hs = hn_save ? hn_save + r * H : NULL;
+        FC_REAL *xr = gx + r * ldg, *xz = xr + H, *xn = xz + H;
+        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H, *hn = hz + H;
+        const FC_REAL *hp = h_prev + r * ldh;
+        FC_REAL *ho = h + r * ldh;
+        FC_REAL *hs = hn_save ? hn_save + r * ldh : NULL;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
             FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
             FC_REAL hnb = hn[j] + b_hh[2 * H + j];
@@ -94,19 +99,19 @@ FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, cons
  * hn: in = saved h W_hn^T + b_hn; out = d(h W_hn^T + b_hn) = dn * r. dgh (rows, 3H): out =
  * d(h W_hh^T) = [dr, dz, dn*r], the operand of the per-step GEMM. dh: in = recurrent dL/dh_t;
  * out = the direct part of dL/dh_{t-1}, z * dh_t (the GEMM adds dgh W_hh with beta = 1). */
-FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates, FC_REAL *hn,
-                                 FC_REAL *dgh, const FC_REAL *h_prev, const FC_REAL *dy,
-                                 FC_REAL *dh)
+FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gates, FC_REAL *hn, FC_REAL *dgh, const FC_REAL *h_prev,
+    const FC_REAL *dy, FC_REAL *dh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gr = gates + r * 3 * H, *gz = gr + H, *gn = gz + H;
-        FC_REAL *hnr = hn + r * H, *dhr = dh + r * H;
-        FC_REAL *dr_ = dgh + r * 3 * H, *dz_ = dr_ + H, *dn_ = dz_ + H;
-        const FC_REAL *hp = h_prev + r * H;
-        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        FC_REAL *gr = gates + r * ldg, *gz = gr + H, *gn = gz + H;
+        FC_REAL *hnr = hn + r * ldh, *dhr = dh + r * ldh;
+        FC_REAL *dr_ = dgh + r * ldg, *dz_ = dr_ + H, *dn_ = dz_ + H;
+        const FC_REAL *hp = h_prev + r * ldh;
+        const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL rg = gr[j], zg = gz[j], ng = gn[j];
             FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
             FC_REAL dan = dht * (FC_C1 - zg) * (FC_C1 - ng * ng);
@@ -126,16 +131,16 @@ FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates, F
  * part a needs h W_h{r,z}^T, part b needs (r*h) W_hn^T.
  * Part a. gx: in = x W_ih^T (no bias) in columns r, z; out = r, z activated. gh: (rows, 3H), its
  * first 2H columns = h W_h{r,z}^T. rh: out = r * h_prev (the operand of the second GEMM). */
-FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
-                                    const FC_REAL *b_ih, const FC_REAL *b_hh,
-                                    const FC_REAL *h_prev, FC_REAL *rh)
+FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
+    const FC_REAL *h_prev, FC_REAL *rh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xr = gx + r * 3 * H, *xz = xr + H;
-        const FC_REAL *hr_ = gh + r * 3 * H, *hz = hr_ + H, *hp = h_prev + r * H;
-        FC_REAL *rhr = rh + r * H;
+        FC_REAL *xr = gx + r * ldg, *xz = xr + H;
+        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H, *hp = h_prev + r * ldh;
+        FC_REAL *rhr = rh + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
             FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
             xr[j] = rg; xz[j] = zg;
@@ -146,16 +151,16 @@ FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, c
 
 /* Part b. gx: column n in = x W_in^T; out = n activated. gh: column n (offset 2H) =
  * (r*h) W_hn^T. h: out = h_t (may alias h_prev). */
-FC_CLONES void FC_SFX(fc_gru1_fwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, const FC_REAL *gh,
-                                    const FC_REAL *b_ih, const FC_REAL *b_hh,
-                                    const FC_REAL *h_prev, FC_REAL *h)
+FC_CLONES void FC_SFX(fc_gru1_fwd_b)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
+    const FC_REAL *h_prev, FC_REAL *h)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xz = gx + r * 3 * H + H, *xn = xz + H;
-        const FC_REAL *hn = gh + r * 3 * H + 2 * H, *hp = h_prev + r * H;
-        FC_REAL *ho = h + r * H;
+        FC_REAL *xz = gx + r * ldg + H, *xn = xz + H;
+        const FC_REAL *hn = gh + r * ldg + 2 * H, *hp = h_prev + r * ldh;
+        FC_REAL *ho = h + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL zg = xz[j];
             FC_REAL ng = FC_SFX(fc_tanh)(xn[j] + b_ih[2 * H + j] + hn[j] + b_hh[2 * H + j]);
             xn[j] = ng;
@@ -167,16 +172,16 @@ FC_CLONES void FC_SFX(fc_gru1_fwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gx, c
 /* Classic GRU backward, part a (before the GEMM d(rh) = dn W_hn). gates: in = saved r, z, n;
  * out: columns z, n = dz, dn (pre-activation gradients). dh: in = recurrent dL/dh_t; out = the
  * direct part z * dh_t of dL/dh_{t-1}. */
-FC_CLONES void FC_SFX(fc_gru1_bwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
-                                    const FC_REAL *h_prev, const FC_REAL *dy, FC_REAL *dh)
+FC_CLONES void FC_SFX(fc_gru1_bwd_a)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gates, const FC_REAL *h_prev, const FC_REAL *dy, FC_REAL *dh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gz = gates + r * 3 * H + H, *gn = gz + H, *dhr = dh + r * H;
-        const FC_REAL *hp = h_prev + r * H;
-        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        FC_REAL *gz = gates + r * ldg + H, *gn = gz + H, *dhr = dh + r * ldh;
+        const FC_REAL *hp = h_prev + r * ldh;
+        const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL zg = gz[j], ng = gn[j];
             FC_REAL dht = dhr[j] + (has_dy ? dyr[j] : FC_C(0.0));
             gn[j] = dht * (FC_C1 - zg) * (FC_C1 - ng * ng);
@@ -188,14 +193,14 @@ FC_CLONES void FC_SFX(fc_gru1_bwd_a)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates
 
 /* Classic GRU backward, part b (after d(rh) = dn W_hn). gates: in column r = saved r; out = dr.
  * drh: d(r*h) (rows, H). dh: += r * d(rh) (the reset path into h_{t-1}). */
-FC_CLONES void FC_SFX(fc_gru1_bwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates,
-                                    const FC_REAL *drh, const FC_REAL *h_prev, FC_REAL *dh)
+FC_CLONES void FC_SFX(fc_gru1_bwd_b)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gates, const FC_REAL *drh, const FC_REAL *h_prev, FC_REAL *dh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gr = gates + r * 3 * H, *dhr = dh + r * H;
-        const FC_REAL *d = drh + r * H, *hp = h_prev + r * H;
+        FC_REAL *gr = gates + r * ldg, *dhr = dh + r * ldh;
+        const FC_REAL *d = drh + r * ldh, *hp = h_prev + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL rg = gr[j];
             gr[j] = d[j] * hp[j] * rg * (FC_C1 - rg);
             dhr[j] += d[j] * rg;
@@ -205,52 +210,52 @@ FC_CLONES void FC_SFX(fc_gru1_bwd_b)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *gates
 
 /* Elman RNN forward, eq. (R1). g: in = x W_ih^T + h W_hh^T; out = h_t (activated, in place).
  * relu != 0 selects relu, else tanh. */
-FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t H, FC_REAL *g, const FC_REAL *bias,
-                                 int relu)
+FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *g, const FC_REAL *bias, int relu)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gr = g + r * H;
+        FC_REAL *gr = g + r * ldh;
         if (relu) {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < H; j++) {
+            for (ptrdiff_t j = 0; j < n; j++) {
                 FC_REAL v = gr[j] + bias[j];
                 gr[j] = v > 0 ? v : (v != v ? v : FC_C(0.0));  /* NaN propagates, like torch */
             }
         } else {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < H; j++) gr[j] = FC_SFX(fc_tanh)(gr[j] + bias[j]);
+            for (ptrdiff_t j = 0; j < n; j++) gr[j] = FC_SFX(fc_tanh)(gr[j] + bias[j]);
         }
     }
 }
 
 /* Elman RNN backward of one step. h: saved h_t. dg: out = d(pre-activation), rows of dG_t.
  * dy: dL/dy_t or NULL. dh: in = recurrent dL/dh_t; out = 0 (the step GEMM accumulates). */
-FC_CLONES void FC_SFX(fc_rnn_bwd)(ptrdiff_t rows, ptrdiff_t H, const FC_REAL *h, FC_REAL *dg,
-                                 const FC_REAL *dy, FC_REAL *dh, int relu)
+FC_CLONES void FC_SFX(fc_rnn_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, const FC_REAL *h, FC_REAL *dg, const FC_REAL *dy, FC_REAL *dh, int relu)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        const FC_REAL *hr = h + r * H;
-        FC_REAL *dhr = dh + r * H;
-        const FC_REAL *dyr = dy ? dy + r * H : dh + r * H;
+        const FC_REAL *hr = h + r * ldh;
+        FC_REAL *dhr = dh + r * ldh;
+        const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;
-        FC_REAL *dgr = dg + r * H;
+        FC_REAL *dgr = dg + r * ldh;
         if (relu) {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < H; j++)
+            for (ptrdiff_t j = 0; j < n; j++)
                 dgr[j] = hr[j] > 0 ? dhr[j] + (has_dy ? dyr[j] : FC_C(0.0)) : FC_C(0.0);
         } else {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < H; j++)
+            for (ptrdiff_t j = 0; j < n; j++)
                 dgr[j] = (dhr[j] + (has_dy ? dyr[j] : FC_C(0.0))) * (FC_C1 - hr[j] * hr[j]);
         }
-        memset(dhr, 0, (size_t)H * sizeof(FC_REAL));
+        memset(dhr, 0, (size_t)n * sizeof(FC_REAL));
     }
 }
 
 /* Sum of the rows of a (rows, n) matrix into out (n,), added to out when accumulate != 0.
  * Used for the bias gradients (sum of dG over time and batch). */
 FC_CLONES void FC_SFX(fc_colsum)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const FC_REAL *a,
-                                FC_REAL *out, int accumulate)
+    FC_REAL *out, int accumulate)
 {
     if (!accumulate) memset(out, 0, (size_t)n * sizeof(FC_REAL));
     for (ptrdiff_t r = 0; r < rows; r++) {

@@ -4,6 +4,8 @@ Nothing here loops over time or batch. Every array the caller passes is only rea
 workspaces are fresh arrays. All arrays of one call must share one dtype, float32 or float64
 (no silent casts: a mismatch is a TypeError naming the argument).
 """
+import os
+
 import numpy as np
 
 from . import _kernels
@@ -178,8 +180,26 @@ def _lengths(lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _n_par(n_threads, B):
-    return max(1, min(n_threads, B))
+# Hidden split pays when each thread's share of W_hh then stays in its cache while the whole
+# matrix would not (or when the batch is too small to split); see _kernels.pyx. Overridable
+# for experiments with FASTCELLS_SPLIT=batch|hidden.
+_HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
+
+
+def _layout(n_threads, B, H, G, P, itemsize, hidden_ok=True):
+    """(n_rows, n_cols) thread grid of the time loop: batch split or hidden-unit split."""
+    if n_threads <= 1:
+        return 1, 1
+    forced = os.environ.get("FASTCELLS_SPLIT", "")
+    can_split_hidden = hidden_ok and H >= 32 * n_threads
+    if can_split_hidden and forced == "hidden":
+        return 1, n_threads
+    batch = (max(1, min(n_threads, B)), 1)
+    if forced == "batch" or not can_split_hidden:
+        return batch
+    if B < 2 * n_threads or G * H * P * itemsize > _HIDDEN_SPLIT_WEIGHT_BYTES:
+        return 1, n_threads
+    return batch
 
 
 def _inference_chunk(T, B, G, H):
@@ -238,12 +258,12 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     bias = _sum_bias(b_ih, b_hh, dtype, 4 * H)
     lengths = _lengths(lengths, T, B)
     nt = effective_n_threads(n_threads)
-    n_par = _n_par(nt, B)
     proj = w_hr is not None
+    n_rows, n_cols = _layout(nt, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
     y = np.empty((T, B, P), dtype)
     h_n = np.empty((B, P), dtype)
     c_n = np.empty((B, H), dtype)
-    hp = None
+    hbuf = None
     if training:
         gates = np.empty((T, B, 4 * H), dtype)
         cs = np.empty((T, B, H), dtype)
@@ -255,15 +275,16 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         gates = np.empty((chunk, B, 4 * H), dtype)
         cs = hs = None
         us = np.empty((B, H), dtype) if proj else None
-        hp = np.empty((B, P), dtype) if proj else None
+        hbuf = np.empty((B, P), dtype)
     w_hh_t = np.ascontiguousarray(w_hh.T)
     w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
-    with blas_fallback_limit(n_par):
+    with blas_fallback_limit(nt):
         _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
-                              _flat(cs), _flat(hs), _flat(us), _flat(hp), x.reshape(-1),
+                              _flat(cs), _flat(hs), _flat(us), _flat(hbuf), x.reshape(-1),
                               h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
                               w_hh_t.reshape(-1), bias, _flat(w_hr_t), lengths,
-                              T, B, I, H, P, chunk, nt, n_par, set_threads_local_address())
+                              T, B, I, H, P, chunk, nt, n_rows, n_cols,
+                              set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
     ws = Workspace("lstm", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
@@ -297,16 +318,16 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dw_hr = np.empty((P, H), dtype) if proj else None
     dhs = np.empty((T, B, P), dtype) if proj else None
     du = np.empty((B, H), dtype) if proj else None
-    n_par = _n_par(ws.n_threads, B)
-    with blas_fallback_limit(n_par):
+    n_rows, n_cols = _layout(ws.n_threads, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+    with blas_fallback_limit(ws.n_threads):
         _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
                                dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
                                a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
                                _flat(a["us"]), _flat(dhs), _flat(du), a["x"].reshape(-1),
                                a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
                                a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
-                               _flat(dc_n), a["lengths"], T, B, I, H, P, ws.n_threads, n_par,
-                               set_threads_local_address())
+                               _flat(dc_n), a["lengths"], T, B, I, H, P, ws.n_threads, n_rows,
+                               n_cols, set_threads_local_address())
     ws._arrays = {}
     db_ih, db_hh = _split_bias_grad(db, ws)
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
@@ -354,10 +375,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     lengths = _lengths(lengths, T, B)
     reset_after = bool(reset_after)
     nt = effective_n_threads(n_threads)
-    n_par = _n_par(nt, B)
+    n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=reset_after)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     gh = np.empty((B, 3 * H), dtype)
+    hbuf = None
     if training:
         gates = np.empty((T, B, 3 * H), dtype)
         hn = np.empty((T, B, H), dtype)
@@ -368,12 +390,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         gates = np.empty((chunk, B, 3 * H), dtype)
         hn = None if reset_after else np.empty((B, H), dtype)
         hs = None
+        hbuf = np.empty((B, H), dtype)
     w_hh_t = np.ascontiguousarray(w_hh.T)
-    with blas_fallback_limit(n_par):
+    with blas_fallback_limit(nt):
         _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
-                             _flat(hs), gh.reshape(-1), x.reshape(-1), h0.reshape(-1),
-                             w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh, reset_after,
-                             lengths, T, B, I, H, chunk, nt, n_par, set_threads_local_address())
+                             _flat(hs), gh.reshape(-1), _flat(hbuf), x.reshape(-1),
+                             h0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh,
+                             reset_after, lengths, T, B, I, H, chunk, nt, n_rows, n_cols,
+                             set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace("gru", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
@@ -399,15 +423,15 @@ def gru_backward(dy, dh_n, ws):
     dw_hh = np.empty((3 * H, H), dtype)
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
-    dgh = np.empty((B, 3 * H), dtype)
-    n_par = _n_par(ws.n_threads, B)
-    with blas_fallback_limit(n_par):
+    dgh = np.empty((2, B, 3 * H), dtype)
+    n_rows, n_cols = _layout(ws.n_threads, B, H, 3, H, dtype.itemsize, hidden_ok=ws.reset_after)
+    with blas_fallback_limit(ws.n_threads):
         _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
                               a["hn"].reshape(-1), dgh.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
-                              a["lengths"], T, B, I, H, ws.n_threads, n_par,
+                              a["lengths"], T, B, I, H, ws.n_threads, n_rows, n_cols,
                               set_threads_local_address())
     ws._arrays = {}
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
@@ -439,15 +463,17 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     bias = _sum_bias(b_ih, b_hh, dtype, H)
     lengths = _lengths(lengths, T, B)
     nt = effective_n_threads(n_threads)
-    n_par = _n_par(nt, B)
+    n_rows, n_cols = _layout(nt, B, H, 1, H, dtype.itemsize)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     hs = np.empty((T, B, H), dtype) if training else None
+    hbuf = None if training else np.empty((B, H), dtype)
     w_hh_t = np.ascontiguousarray(w_hh.T)
-    with blas_fallback_limit(n_par):
-        _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), x.reshape(-1),
-                             h0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), bias,
-                             lengths, T, B, I, H, relu, nt, n_par, set_threads_local_address())
+    with blas_fallback_limit(nt):
+        _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), _flat(hbuf),
+                             x.reshape(-1), h0.reshape(-1), w_ih.reshape(-1),
+                             w_hh_t.reshape(-1), bias, lengths, T, B, I, H, relu, nt, n_rows,
+                             n_cols, set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace("rnn", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
@@ -473,14 +499,14 @@ def rnn_backward(dy, dh_n, ws):
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     dg = np.empty((T, B, H), dtype)
-    n_par = _n_par(ws.n_threads, B)
-    with blas_fallback_limit(n_par):
+    n_rows, n_cols = _layout(ws.n_threads, B, H, 1, H, dtype.itemsize)
+    with blas_fallback_limit(ws.n_threads):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
-                              T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_par,
-                              set_threads_local_address())
+                              T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_rows,
+                              n_cols, set_threads_local_address())
     ws._arrays = {}
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh

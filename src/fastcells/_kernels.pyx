@@ -8,12 +8,16 @@ and workspace, and passes C-contiguous arrays; nothing here allocates or touches
 Structure of every forward kernel (DESIGN.md practices 2, 3, 6, 7):
   1. input projection of a chunk of timesteps as ONE GEMM, its rows split over the threads
      (training: the chunk is the whole sequence; inference: a bounded chunk, O(B*H) memory);
-  2. the time loop inside an OpenMP parallel region where each thread owns a slice of the
-     batch and runs all timesteps: per step one recurrent GEMM on its rows, then the fused
-     pointwise pass of the cell (csrc/fc_cells_impl.h). No barrier per step.
+  2. the time loop inside one OpenMP parallel region. The threads form an n_rows x n_cols grid:
+     each owns a slice of the batch rows and a slice of the hidden units and runs all timesteps:
+     per step the recurrent GEMM of its block, then the fused pointwise pass of the cell on the
+     block (csrc/fc_cells_impl.h). With n_cols = 1 (batch split) no thread waits for another;
+     with n_cols > 1 (hidden split: each thread reads only its columns of W_hh, which then stay
+     in its cache, and batch-1 problems parallelise) one barrier per step makes h_{t-1} whole.
 Backward mirrors it: per step only the pointwise backward and dh_{t-1} += dG_t W_hh on the
-slice; dx, dW_ih, dW_hh and the bias gradients are hoisted GEMMs / reductions after the loop.
-Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.par_gemm).
+block; dx, dW_ih, dW_hh and the bias gradients are hoisted GEMMs / reductions after the loop.
+Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.par_gemm), so
+BLAS's own thread pool never competes with ours for the cores.
 
 Variable lengths (PyTorch packed-sequence semantics): ``lengths`` (B,) int64 or NULL. At step t
 a row b is active iff t < lengths[b]; the rows of a thread's slice are processed in runs of equal
@@ -35,114 +39,119 @@ from fastcells._blas cimport (gemm, par_gemm, par_gemm_bt, set_threads_fn, set_b
 cimport openmp
 
 cdef extern from "fc_cells.h" nogil:
-    void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *bias, const float *c_prev, float *c, float *h)
-    void fc_lstm_bwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc)
-    void fc_gru_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save)
-    void fc_gru_bwd_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh)
-    void fc_gru1_fwd_a_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh)
-    void fc_gru1_fwd_b_f32(Py_ssize_t rows, Py_ssize_t H, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h)
-    void fc_gru1_bwd_a_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *h_prev, const float *dy, float *dh)
-    void fc_gru1_bwd_b_f32(Py_ssize_t rows, Py_ssize_t H, float *gates, const float *drh, const float *h_prev, float *dh)
-    void fc_rnn_fwd_f32(Py_ssize_t rows, Py_ssize_t H, float *g, const float *bias, int relu)
-    void fc_rnn_bwd_f32(Py_ssize_t rows, Py_ssize_t H, const float *h, float *dg, const float *dy, float *dh, int relu)
+    void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h)
+    void fc_lstm_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc)
+    void fc_gru_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save)
+    void fc_gru_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh)
+    void fc_gru1_fwd_a_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh)
+    void fc_gru1_fwd_b_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h)
+    void fc_gru1_bwd_a_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *h_prev, const float *dy, float *dh)
+    void fc_gru1_bwd_b_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *drh, const float *h_prev, float *dh)
+    void fc_rnn_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *g, const float *bias, int relu)
+    void fc_rnn_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, const float *h, float *dg, const float *dy, float *dh, int relu)
     void fc_colsum_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const float *a, float *out, int accumulate)
     void fc_vsigmoid_f32(Py_ssize_t n, const float *x, float *y)
     void fc_vtanh_f32(Py_ssize_t n, const float *x, float *y)
-    void fc_lstm_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *bias, const double *c_prev, double *c, double *h)
-    void fc_lstm_bwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc)
-    void fc_gru_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save)
-    void fc_gru_bwd_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh)
-    void fc_gru1_fwd_a_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh)
-    void fc_gru1_fwd_b_f64(Py_ssize_t rows, Py_ssize_t H, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h)
-    void fc_gru1_bwd_a_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *h_prev, const double *dy, double *dh)
-    void fc_gru1_bwd_b_f64(Py_ssize_t rows, Py_ssize_t H, double *gates, const double *drh, const double *h_prev, double *dh)
-    void fc_rnn_fwd_f64(Py_ssize_t rows, Py_ssize_t H, double *g, const double *bias, int relu)
-    void fc_rnn_bwd_f64(Py_ssize_t rows, Py_ssize_t H, const double *h, double *dg, const double *dy, double *dh, int relu)
+    void fc_lstm_fwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *bias, const double *c_prev, double *c, double *h)
+    void fc_lstm_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc)
+    void fc_gru_fwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save)
+    void fc_gru_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh)
+    void fc_gru1_fwd_a_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh)
+    void fc_gru1_fwd_b_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h)
+    void fc_gru1_bwd_a_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *h_prev, const double *dy, double *dh)
+    void fc_gru1_bwd_b_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *drh, const double *h_prev, double *dh)
+    void fc_rnn_fwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *g, const double *bias, int relu)
+    void fc_rnn_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, const double *h, double *dg, const double *dy, double *dh, int relu)
     void fc_colsum_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const double *a, double *out, int accumulate)
     void fc_vsigmoid_f64(Py_ssize_t n, const double *x, double *y)
     void fc_vtanh_f64(Py_ssize_t n, const double *x, double *y)
-
+    void fc_omp_barrier()
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
-cdef inline void pw_lstm_fwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, const floating *bias,
-                             const floating *c_prev, floating *c, floating *h) noexcept nogil:
-    if floating is float:
-        fc_lstm_fwd_f32(rows, H, gates, bias, c_prev, c, h)
-    else:
-        fc_lstm_fwd_f64(rows, H, gates, bias, c_prev, c, h)
+# Every pointwise kernel works on a block: rows x n hidden units; H = distance between gate
+# blocks, ldg / ldh = row strides of gate / state matrices (see csrc/fc_cells_impl.h).
+ctypedef Py_ssize_t idx
 
-cdef inline void pw_lstm_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, const floating *c,
-                             const floating *c_prev, const floating *dy, floating *dh,
-                             floating *dc) noexcept nogil:
+cdef inline void pw_lstm_fwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
+                             const floating *bias, const floating *c_prev, floating *c,
+                             floating *h) noexcept nogil:
     if floating is float:
-        fc_lstm_bwd_f32(rows, H, gates, c, c_prev, dy, dh, dc)
+        fc_lstm_fwd_f32(rows, n, H, ldg, ldh, gates, bias, c_prev, c, h)
     else:
-        fc_lstm_bwd_f64(rows, H, gates, c, c_prev, dy, dh, dc)
+        fc_lstm_fwd_f64(rows, n, H, ldg, ldh, gates, bias, c_prev, c, h)
 
-cdef inline void pw_gru_fwd(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
-                            const floating *b_ih, const floating *b_hh, const floating *h_prev,
-                            floating *h, floating *hn_save) noexcept nogil:
+cdef inline void pw_lstm_bwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
+                             const floating *c, const floating *c_prev, const floating *dy,
+                             floating *dh, floating *dc) noexcept nogil:
     if floating is float:
-        fc_gru_fwd_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
+        fc_lstm_bwd_f32(rows, n, H, ldg, ldh, gates, c, c_prev, dy, dh, dc)
     else:
-        fc_gru_fwd_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
+        fc_lstm_bwd_f64(rows, n, H, ldg, ldh, gates, c, c_prev, dy, dh, dc)
 
-cdef inline void pw_gru_bwd(Py_ssize_t rows, Py_ssize_t H, floating *gates, floating *hn,
-                            floating *dgh, const floating *h_prev, const floating *dy,
-                            floating *dh) noexcept nogil:
+cdef inline void pw_gru_fwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gx,
+                            const floating *gh, const floating *b_ih, const floating *b_hh,
+                            const floating *h_prev, floating *h, floating *hn_save) noexcept nogil:
     if floating is float:
-        fc_gru_bwd_f32(rows, H, gates, hn, dgh, h_prev, dy, dh)
+        fc_gru_fwd_f32(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
     else:
-        fc_gru_bwd_f64(rows, H, gates, hn, dgh, h_prev, dy, dh)
+        fc_gru_fwd_f64(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
 
-cdef inline void pw_gru1_fwd_a(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
-                               const floating *b_ih, const floating *b_hh,
+cdef inline void pw_gru_bwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
+                            floating *hn, floating *dgh, const floating *h_prev,
+                            const floating *dy, floating *dh) noexcept nogil:
+    if floating is float:
+        fc_gru_bwd_f32(rows, n, H, ldg, ldh, gates, hn, dgh, h_prev, dy, dh)
+    else:
+        fc_gru_bwd_f64(rows, n, H, ldg, ldh, gates, hn, dgh, h_prev, dy, dh)
+
+cdef inline void pw_gru1_fwd_a(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gx,
+                               const floating *gh, const floating *b_ih, const floating *b_hh,
                                const floating *h_prev, floating *rh) noexcept nogil:
     if floating is float:
-        fc_gru1_fwd_a_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, rh)
+        fc_gru1_fwd_a_f32(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, rh)
     else:
-        fc_gru1_fwd_a_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, rh)
+        fc_gru1_fwd_a_f64(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, rh)
 
-cdef inline void pw_gru1_fwd_b(Py_ssize_t rows, Py_ssize_t H, floating *gx, const floating *gh,
-                               const floating *b_ih, const floating *b_hh,
+cdef inline void pw_gru1_fwd_b(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gx,
+                               const floating *gh, const floating *b_ih, const floating *b_hh,
                                const floating *h_prev, floating *h) noexcept nogil:
     if floating is float:
-        fc_gru1_fwd_b_f32(rows, H, gx, gh, b_ih, b_hh, h_prev, h)
+        fc_gru1_fwd_b_f32(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, h)
     else:
-        fc_gru1_fwd_b_f64(rows, H, gx, gh, b_ih, b_hh, h_prev, h)
+        fc_gru1_fwd_b_f64(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, h)
 
-cdef inline void pw_gru1_bwd_a(Py_ssize_t rows, Py_ssize_t H, floating *gates,
+cdef inline void pw_gru1_bwd_a(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
                                const floating *h_prev, const floating *dy,
                                floating *dh) noexcept nogil:
     if floating is float:
-        fc_gru1_bwd_a_f32(rows, H, gates, h_prev, dy, dh)
+        fc_gru1_bwd_a_f32(rows, n, H, ldg, ldh, gates, h_prev, dy, dh)
     else:
-        fc_gru1_bwd_a_f64(rows, H, gates, h_prev, dy, dh)
+        fc_gru1_bwd_a_f64(rows, n, H, ldg, ldh, gates, h_prev, dy, dh)
 
-cdef inline void pw_gru1_bwd_b(Py_ssize_t rows, Py_ssize_t H, floating *gates,
+cdef inline void pw_gru1_bwd_b(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
                                const floating *drh, const floating *h_prev,
                                floating *dh) noexcept nogil:
     if floating is float:
-        fc_gru1_bwd_b_f32(rows, H, gates, drh, h_prev, dh)
+        fc_gru1_bwd_b_f32(rows, n, H, ldg, ldh, gates, drh, h_prev, dh)
     else:
-        fc_gru1_bwd_b_f64(rows, H, gates, drh, h_prev, dh)
+        fc_gru1_bwd_b_f64(rows, n, H, ldg, ldh, gates, drh, h_prev, dh)
 
-cdef inline void pw_rnn_fwd(Py_ssize_t rows, Py_ssize_t H, floating *g, const floating *bias,
+cdef inline void pw_rnn_fwd(idx rows, idx n, idx ldh, floating *g, const floating *bias,
                             int relu) noexcept nogil:
     if floating is float:
-        fc_rnn_fwd_f32(rows, H, g, bias, relu)
+        fc_rnn_fwd_f32(rows, n, n, ldh, ldh, g, bias, relu)
     else:
-        fc_rnn_fwd_f64(rows, H, g, bias, relu)
+        fc_rnn_fwd_f64(rows, n, n, ldh, ldh, g, bias, relu)
 
-cdef inline void pw_rnn_bwd(Py_ssize_t rows, Py_ssize_t H, const floating *h, floating *dg,
+cdef inline void pw_rnn_bwd(idx rows, idx n, idx ldh, const floating *h, floating *dg,
                             const floating *dy, floating *dh, int relu) noexcept nogil:
     if floating is float:
-        fc_rnn_bwd_f32(rows, H, h, dg, dy, dh, relu)
+        fc_rnn_bwd_f32(rows, n, n, ldh, ldh, h, dg, dy, dh, relu)
     else:
-        fc_rnn_bwd_f64(rows, H, h, dg, dy, dh, relu)
+        fc_rnn_bwd_f64(rows, n, n, ldh, ldh, h, dg, dy, dh, relu)
 
-cdef inline void colsum(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const floating *a,
-                        floating *out, int accumulate) noexcept nogil:
+cdef inline void colsum(idx rows, idx n, idx ld, const floating *a, floating *out,
+                        int accumulate) noexcept nogil:
     if floating is float:
         fc_colsum_f32(rows, n, ld, a, out, accumulate)
     else:
@@ -150,35 +159,48 @@ cdef inline void colsum(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const floa
 
 
 # ---------------------------------------------------------------- small helpers
-cdef inline void copy_or_zero(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
+cdef inline void copy_or_zero(floating *dst, const floating *src, idx n) noexcept nogil:
     if src != NULL:
         memcpy(dst, src, n * sizeof(floating))
     else:
         memset(dst, 0, n * sizeof(floating))
 
 
-cdef inline void copy_rows(floating *dst, const floating *src, Py_ssize_t rows,
-                           Py_ssize_t n) noexcept nogil:
-    # rows x n contiguous block; src may equal dst (no-op)
-    if dst != src:
+cdef inline void copy_block(floating *dst, const floating *src, idx rows, idx n,
+                            idx ld) noexcept nogil:
+    """dst[r, :n] = src[r, :n] for r < rows, both with row stride ld; no-op if dst == src."""
+    cdef idx r
+    if dst == src:
+        return
+    if n == ld:
         memcpy(dst, src, rows * n * sizeof(floating))
+    else:
+        for r in range(rows):
+            memcpy(dst + r * ld, src + r * ld, n * sizeof(floating))
 
 
-cdef inline void zero_rows(floating *dst, Py_ssize_t rows, Py_ssize_t n,
-                           Py_ssize_t ld) noexcept nogil:
-    cdef Py_ssize_t r
-    if ld == n:
+cdef inline void zero_block(floating *dst, idx rows, idx n, idx ld) noexcept nogil:
+    cdef idx r
+    if n == ld:
         memset(dst, 0, rows * n * sizeof(floating))
     else:
         for r in range(rows):
             memset(dst + r * ld, 0, n * sizeof(floating))
 
 
-cdef inline Py_ssize_t run_end(const int64_t *lengths, Py_ssize_t t, Py_ssize_t r,
-                               Py_ssize_t r_end, bint *active) noexcept nogil:
+cdef inline void zero_gate_block(floating *g, idx rows, idx n, idx H, int n_gates,
+                                 idx ldg) noexcept nogil:
+    """Zero columns [k*H, k*H + n) of rows x ldg gate rows, for every gate k."""
+    cdef int k
+    for k in range(n_gates):
+        zero_block(g + k * H, rows, n, ldg)
+
+
+cdef inline idx run_end(const int64_t *lengths, idx t, idx r, idx r_end,
+                        bint *active) noexcept nogil:
     """Rows [r, result) all share activity at step t (active: t < lengths[row])."""
     cdef bint a
-    cdef Py_ssize_t e
+    cdef idx e
     if lengths == NULL:
         active[0] = True
         return r_end
@@ -190,11 +212,36 @@ cdef inline Py_ssize_t run_end(const int64_t *lengths, Py_ssize_t t, Py_ssize_t 
     return e
 
 
-cdef void par_colsum(int n_threads, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld,
-                     const floating *a, floating *out) noexcept nogil:
+cdef inline idx col_start(idx H, int parts, int k) noexcept nogil:
+    # Hidden-unit split points, rounded down to 16 so SIMD loops start aligned.
+    if k >= parts:
+        return H
+    return ((H * k) // parts) // 16 * 16
+
+
+cdef inline void gates_gemm(idx nb, idx n, idx H, int n_gates, idx K, const floating *A,
+                            const floating *Wt, floating beta, floating *C,
+                            bint full) noexcept nogil:
+    """C[:, gate k cols j0..j0+n) (+)= A (nb,K) @ Wt[:, same cols] for each gate k.
+
+    A, Wt and C point at the block origin (Wt and C offset by j0); Wt is (K, n_gates*H) and C has
+    row stride n_gates*H. With the full hidden range this is one GEMM over all gates."""
+    cdef int k
+    cdef idx G = n_gates * H
+    if full:
+        gemm(False, False, <int>nb, <int>G, <int>K, <floating>1, A, <int>K, Wt, <int>G, beta,
+             C, <int>G)
+    else:
+        for k in range(n_gates):
+            gemm(False, False, <int>nb, <int>n, <int>K, <floating>1, A, <int>K, Wt + k * H,
+                 <int>G, beta, C + k * H, <int>G)
+
+
+cdef void par_colsum(int n_threads, idx rows, idx n, idx ld, const floating *a,
+                     floating *out) noexcept nogil:
     """out[j] = sum_r a[r, j] for j < n, the columns split over OpenMP threads."""
     cdef int tid
-    cdef Py_ssize_t c0, c1
+    cdef idx c0, c1
     with parallel(num_threads=n_threads):
         tid = threadid()
         c0 = slice_start(n, n_threads, tid)
@@ -203,25 +250,30 @@ cdef void par_colsum(int n_threads, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld
             colsum(rows, c1 - c0, ld, a + c0, out + c0, 0)
 
 
+# Thread layout of the time loop: n_rows x n_cols threads; thread tid owns batch rows
+# [b0, b1) (tid // n_cols) and hidden units [j0, j1) (tid % n_cols). n_cols > 1 splits the hidden
+# units of every step and costs one barrier per step; n_cols = 1 needs none.
+
+
 # ================================================================= LSTM
 cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
-                  floating *gates, floating *cs, floating *hs, floating *us, floating *hp,
+                  floating *gates, floating *cs, floating *hs, floating *us, floating *hbuf,
                   const floating *x, const floating *h0, const floating *c0,
                   const floating *w_ih, const floating *w_hh_t, const floating *bias,
                   const floating *w_hr_t, const int64_t *lengths,
-                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                  Py_ssize_t chunk, int n_threads, int n_par,
+                  idx T, idx B, idx I, idx H, idx P, idx chunk,
+                  int n_threads, int n_rows, int n_cols,
                   set_threads_fn set_threads) noexcept nogil:
     # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
     # gates: training (T,B,4H) out = saved i,f,g,o; inference (chunk,B,4H) scratch.
-    # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the state then
-    #   lives in c_n, h_n, updated in place).
-    # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H) scratch.
-    # hp: projection + inference only: (B,P) scratch for u W_hr^T. Otherwise NULL.
+    # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the cell state
+    #   lives in c_n, updated in place; h alternates between hbuf and h_n).
+    # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
+    # hbuf: inference only, (B,P) scratch (h double buffer). Otherwise NULL.
     # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh_t (P,4H) = W_hh^T; bias (4H,) =
-    #   b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL; lengths (B,) or NULL.
-    cdef Py_ssize_t G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, gt, r, e
-    cdef int tid, prev_local, prev_main
+    #   b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then n_cols must be 1); lengths (B,) or NULL.
+    cdef idx G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint training = hs != NULL, proj = w_hr_t != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
@@ -229,11 +281,10 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     cdef floating *c_out
     cdef floating *h_dest
     cdef floating *u_t
-    cdef floating *h_new
     if B == 0:
         return 0
-    copy_or_zero(h_n, h0, BP)          # inference: the running state; T == 0: the result
-    copy_or_zero(c_n, c0, BH)
+    copy_or_zero(h_n, h0, BP)          # T == 0: the result
+    copy_or_zero(c_n, c0, BH)          # inference: the running cell state
     if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
@@ -244,8 +295,13 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
         with parallel(num_threads=n_par):
             tid = threadid()
-            b0 = slice_start(B, n_par, tid)
-            b1 = slice_start(B, n_par, tid + 1)
+            b0 = slice_start(B, n_rows, tid // n_cols)
+            b1 = slice_start(B, n_rows, tid // n_cols + 1)
+            j0 = col_start(H, n_cols, tid % n_cols)
+            j1 = col_start(H, n_cols, tid % n_cols + 1)
+            nj = j1 - j0
+            oj0 = 0 if proj else j0
+            onj = P if proj else nj
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
@@ -257,45 +313,47 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                     h_dest = hs + t * BP
                     u_t = us + t * BH if proj else h_dest
                 else:
-                    h_prev = h_n
+                    # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1
+                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
                     c_prev = c_n
                     c_out = c_n
-                    h_dest = h_n
                     u_t = us if proj else h_dest
-                # gates_t[rows] += h_{t-1}[rows] @ W_hh^T   (eq. L1 recurrent part)
-                gemm(False, False, <int>(b1 - b0), <int>G, <int>P, <floating>1, h_prev + b0 * P,
-                     <int>P, w_hh_t, <int>G, <floating>1, g_t + b0 * G, <int>G)
-                # pointwise (eq. L2, L3) on runs of active rows; u_t rows are h or u
+                # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
+                if nj > 0 and b1 > b0:
+                    gates_gemm(b1 - b0, nj, H, 4, P, h_prev + b0 * P, w_hh_t + j0, 1,
+                               g_t + b0 * G + j0, n_cols == 1)
+                # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
                 r = b0
-                while r < b1:
+                while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
-                        pw_lstm_fwd(e - r, H, g_t + r * G, bias, c_prev + r * H, c_out + r * H,
-                                    u_t + r * H)
+                        pw_lstm_fwd(e - r, nj, H, G, H, g_t + r * G + j0, bias + j0,
+                                    c_prev + r * H + j0, c_out + r * H + j0, u_t + r * H + j0)
                     elif proj:
-                        zero_rows(u_t + r * H, e - r, H, H)    # keeps dW_hr = dH^T U exact
+                        zero_block(u_t + r * H, e - r, H, H)   # keeps dW_hr = dH^T U exact
                     r = e
-                if proj:
-                    # h_t[rows] = u_t[rows] @ W_hr^T
-                    h_new = h_dest if training else hp
+                if proj and b1 > b0:
+                    # h_t[rows] = u_t[rows] @ W_hr^T   (n_cols == 1 here)
                     gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
-                         u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_new + b0 * P,
+                         u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_dest + b0 * P,
                          <int>P)
-                else:
-                    h_new = h_dest
-                # outputs and frozen rows
+                # outputs, and rows past their length keep their state; h columns [oj0,
+                # oj0 + onj) are this thread's (all P of them with a projection)
                 r = b0
-                while r < b1:
+                while r < b1 and onj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
-                        copy_rows(h_dest + r * P, h_new + r * P, e - r, P)
-                        copy_rows(y + t * BP + r * P, h_new + r * P, e - r, P)
+                        copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
+                                   P)
                     else:
+                        copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
                         if training:
-                            copy_rows(h_dest + r * P, h_prev + r * P, e - r, P)
-                            copy_rows(c_out + r * H, c_prev + r * H, e - r, H)
-                        zero_rows(y + t * BP + r * P, e - r, P, P)
+                            copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
+                        zero_block(y + t * BP + r * P + oj0, e - r, onj, P)
                     r = e
+                if n_cols > 1:
+                    fc_omp_barrier()        # h_t complete before any thread's next GEMM
             restore_blas_threads(set_threads, prev_local)
         t0 = t0 + tc
     if training:
@@ -313,21 +371,21 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                   const floating *w_ih, const floating *w_hh, const floating *w_hr,
                   const floating *dy, const floating *dh_n, const floating *dc_n,
                   const int64_t *lengths,
-                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                  int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
+                  idx T, idx B, idx I, idx H, idx P,
+                  int n_threads, int n_rows, int n_cols,
+                  set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,P), dc0 (B,H), dw_ih (4H,I), dw_hh (4H,P) out; db (4H,) out or NULL;
     # dw_hr (P,H) out (projection) or NULL.
     # gates (T,B,4H): in = saved i,f,g,o; out = dG (destroyed: the workspace is consumed).
     # cs (T,B,H), hs (T,B,P) saved states; us (T,B,H) saved u (projection) or NULL.
     # dhs (T,B,P) scratch = dL/dh_t in total (projection) or NULL; du (B,H) scratch (projection).
-    # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL as in forward.
+    # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL (then n_cols must be 1).
     # dy (T,B,P), dh_n (B,P), dc_n (B,H): incoming gradients, each may be NULL (= 0).
-    cdef Py_ssize_t G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, r, e, j
-    cdef int tid, prev_local, prev_main
+    cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, r, e, j
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint proj = w_hr != NULL, act
     cdef floating *g_t
     cdef floating *dh_t
-    cdef floating *dh_run
     cdef const floating *c_prev
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BP)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
@@ -336,14 +394,17 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
-            b0 = slice_start(B, n_par, tid)
-            b1 = slice_start(B, n_par, tid + 1)
+            b0 = slice_start(B, n_rows, tid // n_cols)
+            b1 = slice_start(B, n_rows, tid // n_cols + 1)
+            j0 = col_start(H, n_cols, tid % n_cols)
+            j1 = col_start(H, n_cols, tid % n_cols + 1)
+            nj = j1 - j0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 g_t = gates + t * B * G
                 c_prev = cs + (t - 1) * BH if t > 0 else c0
                 dy_t = dy + t * BP if dy != NULL else NULL
-                if proj:
+                if proj and b1 > b0:
                     # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
                     dh_t = dhs + t * BP
                     r = b0
@@ -354,27 +415,33 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                                 dh_t[j] = dh0[j] + (dy_t[j] if dy_t != NULL else 0)
                                 dh0[j] = 0
                         else:
-                            zero_rows(dh_t + r * P, e - r, P, P)
+                            zero_block(dh_t + r * P, e - r, P, P)
                         r = e
                     gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
                          dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
                 r = b0
-                while r < b1:
+                while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
                         if proj:
-                            pw_lstm_bwd(e - r, H, g_t + r * G, cs + t * BH + r * H,
-                                        c_prev + r * H, NULL, du + r * H, dc0 + r * H)
+                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                        cs + t * BH + r * H + j0, c_prev + r * H + j0, NULL,
+                                        du + r * H + j0, dc0 + r * H + j0)
                         else:
-                            pw_lstm_bwd(e - r, H, g_t + r * G, cs + t * BH + r * H,
-                                        c_prev + r * H, dy_t + r * H if dy_t != NULL else NULL,
-                                        dh0 + r * H, dc0 + r * H)
+                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                        cs + t * BH + r * H + j0, c_prev + r * H + j0,
+                                        dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                        dh0 + r * H + j0, dc0 + r * H + j0)
                     else:
-                        zero_rows(g_t + r * G, e - r, G, G)   # dG = 0; dh, dc pass through
+                        zero_gate_block(g_t + r * G + j0, e - r, nj, H, 4, G)  # dG = 0
                     r = e
-                # dh_{t-1}[rows] += dG_t[rows] @ W_hh
-                gemm(False, False, <int>(b1 - b0), <int>P, <int>G, <floating>1, g_t + b0 * G,
-                     <int>G, w_hh, <int>P, <floating>1, dh0 + b0 * P, <int>P)
+                if n_cols > 1:
+                    fc_omp_barrier()        # dG_t complete before the GEMM reads its rows
+                # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
+                if nj > 0 and b1 > b0:
+                    gemm(False, False, <int>(b1 - b0), <int>(P if proj else nj), <int>G,
+                         <floating>1, g_t + b0 * G, <int>G, w_hh + (0 if proj else j0), <int>P,
+                         <floating>1, dh0 + b0 * P + (0 if proj else j0), <int>P)
             restore_blas_threads(set_threads, prev_local)
     # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
     par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
@@ -394,22 +461,23 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
 
 # ================================================================= GRU
 cdef int gru_fwd(floating *y, floating *h_n,
-                 floating *gates, floating *hn_save, floating *hs, floating *gh,
+                 floating *gates, floating *hn_save, floating *hs, floating *gh, floating *hbuf,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh_t,
                  const floating *b_ih, const floating *b_hh, bint reset_after,
-                 const int64_t *lengths,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
-                 int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
+                 const int64_t *lengths, idx T, idx B, idx I, idx H, idx chunk,
+                 int n_threads, int n_rows, int n_cols,
+                 set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
     # gates: training (T,B,3H) out = saved r,z,n; inference (chunk,B,3H) scratch.
     # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
     #   inference: classic (B,H) scratch, reset_after NULL.
-    # hs: training (T,B,H) out = saved h_t; inference NULL (state in h_n, updated in place).
-    # gh (B,3H) scratch for h W_hh^T. x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh_t (H,3H) = W_hh^T;
-    # b_ih, b_hh (3H,) (zeros when the layer has no bias); lengths (B,) or NULL.
-    cdef Py_ssize_t G = 3 * H, BH = B * H, t0, tc, t, b0, b1, nb, gt, r, e
-    cdef int tid, prev_local, prev_main
+    # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
+    # gh (B,3H) scratch for h W_hh^T; hbuf (B,H) scratch (inference) or NULL.
+    # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh_t (H,3H) = W_hh^T; b_ih, b_hh (3H,) (zeros when
+    # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
+    cdef idx G = 3 * H, BH = B * H, t0, tc, t, b0, b1, j0, j1, nj, nb, gt, r, e
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint training = hs != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
@@ -428,8 +496,11 @@ cdef int gru_fwd(floating *y, floating *h_n,
         par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
         with parallel(num_threads=n_par):
             tid = threadid()
-            b0 = slice_start(B, n_par, tid)
-            b1 = slice_start(B, n_par, tid + 1)
+            b0 = slice_start(B, n_rows, tid // n_cols)
+            b1 = slice_start(B, n_rows, tid // n_cols + 1)
+            j0 = col_start(H, n_cols, tid % n_cols)
+            j1 = col_start(H, n_cols, tid % n_cols + 1)
+            nj = j1 - j0
             nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(t0, t0 + tc):
@@ -440,56 +511,59 @@ cdef int gru_fwd(floating *y, floating *h_n,
                     h_dest = hs + t * BH
                     hn_t = hn_save + t * BH
                 else:
-                    h_prev = h_n
-                    h_dest = h_n
+                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
                     hn_t = hn_save     # classic: scratch; reset_after: NULL
-                if reset_after:
-                    # gh[rows] = h_{t-1}[rows] @ W_hh^T   (eq. G1-G3 recurrent parts)
-                    gemm(False, False, <int>nb, <int>G, <int>H, <floating>1, h_prev + b0 * H,
-                         <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G, <int>G)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru_fwd(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
-                                       h_prev + r * H, h_dest + r * H,
-                                       hn_t + r * H if hn_t != NULL else NULL)
-                        r = e
-                else:
-                    # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
-                    gemm(False, False, <int>nb, <int>(2 * H), <int>H, <floating>1,
-                         h_prev + b0 * H, <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G,
-                         <int>G)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_fwd_a(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
-                                          h_prev + r * H, hn_t + r * H)
-                        else:
-                            zero_rows(hn_t + r * H, e - r, H, H)
-                        r = e
-                    gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, hn_t + b0 * H,
-                         <int>H, w_hh_t + 2 * H, <int>G, <floating>0, gh + b0 * G + 2 * H,
-                         <int>G)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_fwd_b(e - r, H, g_t + r * G, gh + r * G, b_ih, b_hh,
-                                          h_prev + r * H, h_dest + r * H)
-                        r = e
-                # outputs and frozen rows
+                if nb > 0 and nj > 0:
+                    if reset_after:
+                        # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
+                        gates_gemm(nb, nj, H, 3, H, h_prev + b0 * H, w_hh_t + j0, 0,
+                                   gh + b0 * G + j0, n_cols == 1)
+                        r = b0
+                        while r < b1:
+                            e = run_end(lengths, t, r, b1, &act)
+                            if act:
+                                pw_gru_fwd(e - r, nj, H, G, H, g_t + r * G + j0, gh + r * G + j0,
+                                           b_ih + j0, b_hh + j0, h_prev + r * H + j0,
+                                           h_dest + r * H + j0,
+                                           hn_t + r * H + j0 if hn_t != NULL else NULL)
+                            r = e
+                    else:
+                        # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
+                        gemm(False, False, <int>nb, <int>(2 * H), <int>H, <floating>1,
+                             h_prev + b0 * H, <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G,
+                             <int>G)
+                        r = b0
+                        while r < b1:
+                            e = run_end(lengths, t, r, b1, &act)
+                            if act:
+                                pw_gru1_fwd_a(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                              b_hh, h_prev + r * H, hn_t + r * H)
+                            else:
+                                zero_block(hn_t + r * H, e - r, H, H)
+                            r = e
+                        gemm(False, False, <int>nb, <int>H, <int>H, <floating>1,
+                             hn_t + b0 * H, <int>H, w_hh_t + 2 * H, <int>G, <floating>0,
+                             gh + b0 * G + 2 * H, <int>G)
+                        r = b0
+                        while r < b1:
+                            e = run_end(lengths, t, r, b1, &act)
+                            if act:
+                                pw_gru1_fwd_b(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                              b_hh, h_prev + r * H, h_dest + r * H)
+                            r = e
+                # outputs, and rows past their length keep their state
                 r = b0
-                while r < b1:
+                while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
-                        copy_rows(y + t * BH + r * H, h_dest + r * H, e - r, H)
+                        copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
                     else:
-                        if training:
-                            copy_rows(h_dest + r * H, h_prev + r * H, e - r, H)
-                        zero_rows(y + t * BH + r * H, e - r, H, H)
+                        copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
+                        zero_block(y + t * BH + r * H + j0, e - r, nj, H)
                     r = e
+                if n_cols > 1:
+                    fc_omp_barrier()
             restore_blas_threads(set_threads, prev_local)
         t0 = t0 + tc
     if training:
@@ -504,18 +578,20 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, bint reset_after,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                 int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
+                 idx T, idx B, idx I, idx H, int n_threads, int n_rows, int n_cols,
+                 set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (3H,I), dw_hh (3H,H) out; db_ih, db_hh (3H,) out or NULL.
     # gates (T,B,3H): in = saved r,z,n; out = dG_x = d(x-side pre-activations) (consumed).
     # hn (T,B,H): reset_after: in = saved h W_hn^T + b_hn, out = its gradient dn*r (consumed);
     #   classic: saved r*h_{t-1} (read only).
-    # dgh (B,3H) scratch: reset_after: d(h W_hh^T) of the step; classic: d(r*h) in (B,H).
-    # hs (T,B,H) saved h_t. dy (T,B,H), dh_n (B,H) may be NULL. lengths (B,) or NULL.
-    cdef Py_ssize_t G = 3 * H, BH = B * H, t, b0, b1, nb, r, e
-    cdef int tid, prev_local, prev_main
+    # dgh (2,B,3H) scratch: reset_after: d(h W_hh^T) of the step, double-buffered by step parity
+    #   (with n_cols > 1 a thread may write step t-1's while another still reads step t's);
+    #   classic: d(r*h) as (B,H). hs (T,B,H) saved h_t. dy, dh_n may be NULL.
+    cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint act
     cdef floating *g_t
+    cdef floating *dgh_t
     cdef const floating *h_prev
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
@@ -523,39 +599,49 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
-            b0 = slice_start(B, n_par, tid)
-            b1 = slice_start(B, n_par, tid + 1)
+            b0 = slice_start(B, n_rows, tid // n_cols)
+            b1 = slice_start(B, n_rows, tid // n_cols + 1)
+            j0 = col_start(H, n_cols, tid % n_cols)
+            j1 = col_start(H, n_cols, tid % n_cols + 1)
+            nj = j1 - j0
             nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 g_t = gates + t * B * G
                 h_prev = hs + (t - 1) * BH if t > 0 else h0
                 dy_t = dy + t * BH if dy != NULL else NULL
+                dgh_t = dgh + (t % 2) * B * G
                 if reset_after:
                     r = b0
-                    while r < b1:
+                    while r < b1 and nj > 0:
                         e = run_end(lengths, t, r, b1, &act)
                         if act:
-                            pw_gru_bwd(e - r, H, g_t + r * G, hn + t * BH + r * H, dgh + r * G,
-                                       h_prev + r * H, dy_t + r * H if dy_t != NULL else NULL,
-                                       dh0 + r * H)
+                            pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                       hn + t * BH + r * H + j0, dgh_t + r * G + j0,
+                                       h_prev + r * H + j0,
+                                       dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                       dh0 + r * H + j0)
                         else:
-                            zero_rows(g_t + r * G, e - r, G, G)
-                            zero_rows(hn + t * BH + r * H, e - r, H, H)
-                            zero_rows(dgh + r * G, e - r, G, G)
+                            zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
+                            zero_block(hn + t * BH + r * H + j0, e - r, nj, H)
+                            zero_gate_block(dgh_t + r * G + j0, e - r, nj, H, 3, G)
                         r = e
-                    # dh_{t-1}[rows] = z * dh_t (written above) + dgh[rows] @ W_hh
-                    gemm(False, False, <int>nb, <int>H, <int>G, <floating>1, dgh + b0 * G,
-                         <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
-                else:
+                    if n_cols > 1:
+                        fc_omp_barrier()
+                    # dh_{t-1}[block] = z * dh_t (written above) + dgh[rows] @ W_hh[:, cols]
+                    if nb > 0 and nj > 0:
+                        gemm(False, False, <int>nb, <int>nj, <int>G, <floating>1,
+                             dgh_t + b0 * G, <int>G, w_hh + j0, <int>H, <floating>1,
+                             dh0 + b0 * H + j0, <int>H)
+                elif nb > 0:
                     r = b0
                     while r < b1:
                         e = run_end(lengths, t, r, b1, &act)
                         if act:
-                            pw_gru1_bwd_a(e - r, H, g_t + r * G, h_prev + r * H,
+                            pw_gru1_bwd_a(e - r, H, H, G, H, g_t + r * G, h_prev + r * H,
                                           dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
                         else:
-                            zero_rows(g_t + r * G, e - r, G, G)
+                            zero_block(g_t + r * G, e - r, G, G)
                         r = e
                     # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
                     gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, g_t + b0 * G + 2 * H,
@@ -564,8 +650,8 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                     while r < b1:
                         e = run_end(lengths, t, r, b1, &act)
                         if act:
-                            pw_gru1_bwd_b(e - r, H, g_t + r * G, dgh + r * H, h_prev + r * H,
-                                          dh0 + r * H)
+                            pw_gru1_bwd_b(e - r, H, H, G, H, g_t + r * G, dgh + r * H,
+                                          h_prev + r * H, dh0 + r * H)
                         r = e
                     # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
                     gemm(False, False, <int>nb, <int>H, <int>(2 * H), <floating>1, g_t + b0 * G,
@@ -604,21 +690,21 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
 
 
 # ================================================================= Elman RNN
-cdef int rnn_fwd(floating *y, floating *h_n, floating *hs,
+cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh_t, const floating *bias,
-                 const int64_t *lengths,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int relu,
-                 int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
+                 const int64_t *lengths, idx T, idx B, idx I, idx H, int relu,
+                 int n_threads, int n_rows, int n_cols,
+                 set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
-    # pre-activations are accumulated in y itself and the state kept in h_n, so inference needs
-    # no memory beyond its outputs).
+    # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh_t (H,H) = W_hh^T; bias (H,) = b_ih + b_hh.
-    cdef Py_ssize_t BH = B * H, t, b0, b1, nb, r, e
-    cdef int tid, prev_local, prev_main
+    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint training = hs != NULL, act
     cdef floating *buf = hs if hs != NULL else y
     cdef floating *g_t
+    cdef floating *h_dest
     cdef const floating *h_prev
     if B == 0:
         return 0
@@ -629,32 +715,37 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs,
     par_gemm_bt(n_threads, set_threads, T * B, H, I, x, I, w_ih, I, buf, H)
     with parallel(num_threads=n_par):
         tid = threadid()
-        b0 = slice_start(B, n_par, tid)
-        b1 = slice_start(B, n_par, tid + 1)
+        b0 = slice_start(B, n_rows, tid // n_cols)
+        b1 = slice_start(B, n_rows, tid // n_cols + 1)
+        j0 = col_start(H, n_cols, tid % n_cols)
+        j1 = col_start(H, n_cols, tid % n_cols + 1)
+        nj = j1 - j0
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         for t in range(T):
             g_t = buf + t * BH
             if training:
                 h_prev = hs + (t - 1) * BH if t > 0 else h0
+                h_dest = g_t
             else:
-                h_prev = h_n
-            gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, h_prev + b0 * H, <int>H,
-                 w_hh_t, <int>H, <floating>1, g_t + b0 * H, <int>H)
+                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+            if nb > 0 and nj > 0:
+                gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1, h_prev + b0 * H,
+                     <int>H, w_hh_t + j0, <int>H, <floating>1, g_t + b0 * H + j0, <int>H)
             r = b0
-            while r < b1:
+            while r < b1 and nj > 0:
                 e = run_end(lengths, t, r, b1, &act)
                 if act:
-                    pw_rnn_fwd(e - r, H, g_t + r * H, bias, relu)
-                    if training:
-                        copy_rows(y + t * BH + r * H, g_t + r * H, e - r, H)
-                    else:
-                        copy_rows(h_n + r * H, g_t + r * H, e - r, H)
+                    pw_rnn_fwd(e - r, nj, H, g_t + r * H + j0, bias + j0, relu)
+                    copy_block(y + t * BH + r * H + j0, g_t + r * H + j0, e - r, nj, H)
+                    copy_block(h_dest + r * H + j0, g_t + r * H + j0, e - r, nj, H)
                 else:
-                    if training:
-                        copy_rows(g_t + r * H, h_prev + r * H, e - r, H)
-                    zero_rows(y + t * BH + r * H, e - r, H, H)
+                    copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
+                    zero_block(y + t * BH + r * H + j0, e - r, nj, H)
                 r = e
+            if n_cols > 1:
+                fc_omp_barrier()
         restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
@@ -667,12 +758,12 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int relu,
-                 int n_threads, int n_par, set_threads_fn set_threads) noexcept nogil:
+                 idx T, idx B, idx I, idx H, int relu, int n_threads, int n_rows, int n_cols,
+                 set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
     # dg (T,B,H) scratch = dG; hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
-    cdef Py_ssize_t BH = B * H, t, b0, b1, nb, r, e
-    cdef int tid, prev_local, prev_main
+    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
+    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
     cdef bint act
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
@@ -680,23 +771,32 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     if T > 0 and B > 0:
         with parallel(num_threads=n_par):
             tid = threadid()
-            b0 = slice_start(B, n_par, tid)
-            b1 = slice_start(B, n_par, tid + 1)
+            b0 = slice_start(B, n_rows, tid // n_cols)
+            b1 = slice_start(B, n_rows, tid // n_cols + 1)
+            j0 = col_start(H, n_cols, tid % n_cols)
+            j1 = col_start(H, n_cols, tid % n_cols + 1)
+            nj = j1 - j0
             nb = b1 - b0
             prev_local = set_blas_threads(set_threads, 1)
             for t in range(T - 1, -1, -1):
                 dy_t = dy + t * BH if dy != NULL else NULL
                 r = b0
-                while r < b1:
+                while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
-                        pw_rnn_bwd(e - r, H, hs + t * BH + r * H, dg + t * BH + r * H,
-                                   dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H, relu)
+                        pw_rnn_bwd(e - r, nj, H, hs + t * BH + r * H + j0,
+                                   dg + t * BH + r * H + j0,
+                                   dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                   dh0 + r * H + j0, relu)
                     else:
-                        zero_rows(dg + t * BH + r * H, e - r, H, H)
+                        zero_block(dg + t * BH + r * H + j0, e - r, nj, H)
                     r = e
-                gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, dg + t * BH + b0 * H,
-                     <int>H, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
+                if n_cols > 1:
+                    fc_omp_barrier()
+                if nb > 0 and nj > 0:
+                    gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1,
+                         dg + t * BH + b0 * H, <int>H, w_hh + j0, <int>H, <floating>1,
+                         dh0 + b0 * H + j0, <int>H)
             restore_blas_threads(set_threads, prev_local)
     par_gemm(n_threads, set_threads, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
     par_gemm(n_threads, set_threads, True, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
@@ -729,20 +829,20 @@ cdef inline set_threads_fn as_fn(uintptr_t addr) noexcept nogil:
 
 def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
                  floating[::1] gates, floating[::1] cs, floating[::1] hs, floating[::1] us,
-                 floating[::1] hp,
+                 floating[::1] hbuf,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
                  const floating[::1] w_ih, const floating[::1] w_hh_t,
                  const floating[::1] bias, const floating[::1] w_hr_t,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                 Py_ssize_t chunk, int n_threads, int n_par, uintptr_t set_threads):
+                 Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in lstm_fwd above (arrays flattened)."""
     cdef int status
     with nogil:
         status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
-                          ptr(hp), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh_t),
+                          ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh_t),
                           cptr(bias), cptr(w_hr_t), iptr(lengths), T, B, I, H, P, chunk,
-                          n_threads, n_par, as_fn(set_threads))
+                          n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
 
@@ -757,30 +857,31 @@ def lstm_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dc0,
                   const floating[::1] dy, const floating[::1] dh_n, const floating[::1] dc_n,
                   const int64_t[::1] lengths,
                   Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                  int n_threads, int n_par, uintptr_t set_threads):
+                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = lstm_bwd(ptr(dx), ptr(dh0), ptr(dc0), ptr(dw_ih), ptr(dw_hh), ptr(db),
                           ptr(dw_hr), ptr(gates), cptr(cs), cptr(hs), cptr(us), ptr(dhs),
                           ptr(du), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
                           cptr(w_hr), cptr(dy), cptr(dh_n), cptr(dc_n), iptr(lengths),
-                          T, B, I, H, P, n_threads, n_par, as_fn(set_threads))
+                          T, B, I, H, P, n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
 
 def gru_forward(floating[::1] y, floating[::1] h_n,
                 floating[::1] gates, floating[::1] hn_save, floating[::1] hs, floating[::1] gh,
+                floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
                 const floating[::1] w_hh_t, const floating[::1] b_ih,
                 const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
-                int n_threads, int n_par, uintptr_t set_threads):
+                int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
-        status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh),
+        status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), ptr(hbuf),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh_t), cptr(b_ih), cptr(b_hh),
-                         reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_par,
-                         as_fn(set_threads))
+                         reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_rows,
+                         n_cols, as_fn(set_threads))
     return status
 
 
@@ -791,27 +892,28 @@ def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
                  const floating[::1] w_ih, const floating[::1] w_hh, bint reset_after,
                  const floating[::1] dy, const floating[::1] dh_n, const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                 int n_threads, int n_par, uintptr_t set_threads):
+                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = gru_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db_ih), ptr(db_hh),
                          ptr(gates), ptr(hn), ptr(dgh), cptr(hs), cptr(x), cptr(h0),
                          cptr(w_ih), cptr(w_hh), reset_after, cptr(dy), cptr(dh_n),
-                         iptr(lengths), T, B, I, H, n_threads, n_par, as_fn(set_threads))
+                         iptr(lengths), T, B, I, H, n_threads, n_rows, n_cols,
+                         as_fn(set_threads))
     return status
 
 
-def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs,
+def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
                 const floating[::1] w_hh_t, const floating[::1] bias,
                 const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
-                int n_threads, int n_par, uintptr_t set_threads):
+                int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
-        status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), cptr(x), cptr(h0), cptr(w_ih),
+        status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), ptr(hbuf), cptr(x), cptr(h0), cptr(w_ih),
                          cptr(w_hh_t), cptr(bias), iptr(lengths), T, B, I, H, relu, n_threads,
-                         n_par, as_fn(set_threads))
+                         n_rows, n_cols, as_fn(set_threads))
     return status
 
 
@@ -821,12 +923,12 @@ def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
                  const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
-                 int n_threads, int n_par, uintptr_t set_threads):
+                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), cptr(hs),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
-                         iptr(lengths), T, B, I, H, relu, n_threads, n_par,
+                         iptr(lengths), T, B, I, H, relu, n_threads, n_rows, n_cols,
                          as_fn(set_threads))
     return status
 

@@ -92,9 +92,9 @@ def effective_n_threads(n_threads=None):
 
 
 @contextlib.contextmanager
-def blas_fallback_limit(n_par):
+def blas_fallback_limit(n_threads):
     """Limit SciPy's BLAS to one thread process-wide when no per-thread setter exists."""
-    if n_par <= 1 or set_threads_local_address():
+    if n_threads <= 1 or set_threads_local_address():
         yield
         return
     c = _controller()
