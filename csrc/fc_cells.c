@@ -38,12 +38,3 @@
 #include "fc_activations.h"
 #include "fc_cells_impl.h"
 
-/* An orphaned `omp barrier`: called from inside an OpenMP parallel region (the Cython kernels'
- * `with parallel()` blocks), it binds to that region's team. Used once per timestep when the
- * threads split the hidden units of a step, so each waits for the full h_{t-1}. */
-void fc_omp_barrier(void)
-{
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}

@@ -35,9 +35,6 @@ void fc_colsum_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const double *a, d
 void fc_vsigmoid_f64(ptrdiff_t n, const double *x, double *y);
 void fc_vtanh_f64(ptrdiff_t n, const double *x, double *y);
 
-/* Barrier of the enclosing OpenMP parallel region (no-op without OpenMP). */
-void fc_omp_barrier(void);
-
 #ifdef __cplusplus
 }
 #endif

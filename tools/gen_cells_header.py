@@ -18,8 +18,7 @@ for ctype, sfx in (("float", "f32"), ("double", "f64")):
     for name, args in protos:
         out.append(f"void {name}_{sfx}({' '.join(args.split()).replace('FC_REAL', ctype)});")
     out.append("")
-out += ["/* Barrier of the enclosing OpenMP parallel region (no-op without OpenMP). */",
-        "void fc_omp_barrier(void);", "", "#ifdef __cplusplus", "}", "#endif", "#endif"]
+out += ["#ifdef __cplusplus", "}", "#endif", "#endif"]
 with open(os.path.join(CSRC, "fc_cells.h"), "w") as f:
     f.write("\n".join(out) + "\n")
 print(f"wrote csrc/fc_cells.h ({len(protos)} kernels x 2 types)")

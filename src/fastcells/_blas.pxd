@@ -28,11 +28,12 @@ cdef inline Py_ssize_t slice_start(Py_ssize_t n, int parts, int k) noexcept nogi
     # Part k of `parts` owns rows [slice_start(k), slice_start(k + 1)) of n.
     return (n * k) // parts
 
-# GEMMs whose output rows are split over n_threads OpenMP threads, BLAS single-threaded in each.
-cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, Py_ssize_t M,
-                   Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+# Row-block GEMM for one part of a parallel region, and a self-contained parallel version.
+cdef void gemm_part(int part, int parts, bint trans_a, bint trans_b, Py_ssize_t M,
+                    Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                    const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
+                    Py_ssize_t ldc) noexcept nogil
+cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, bint trans_b,
+                   Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
                    const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
                    Py_ssize_t ldc) noexcept nogil
-cdef void par_gemm_bt(int n_threads, set_threads_fn set_threads, Py_ssize_t M, Py_ssize_t N,
-                      Py_ssize_t K, const floating *A, Py_ssize_t lda, const floating *Bm,
-                      Py_ssize_t ldb, floating *C, Py_ssize_t ldc) noexcept nogil

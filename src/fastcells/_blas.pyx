@@ -10,6 +10,7 @@ integers under either spelling; an ILP64 (64-bit integer) SciPy BLAS is refused 
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
+from openmp cimport omp_get_num_threads
 
 ctypedef void (*sgemm_t)(const char *transa, const char *transb, const int *m, const int *n,
                          const int *k, const float *alpha, const float *a, const int *lda,
@@ -87,40 +88,31 @@ def _gemm_for_tests(bint trans_a, bint trans_b, floating[:, ::1] A, floating[:, 
         gemm(trans_a, trans_b, M, N, K, <floating>alpha, &A[0, 0], A.shape[1],
              &B[0, 0], B.shape[1], <floating>beta, &C[0, 0], C.shape[1])
 
-cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, Py_ssize_t M,
-                   Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+cdef void gemm_part(int part, int parts, bint trans_a, bint trans_b, Py_ssize_t M,
+                    Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                    const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
+                    Py_ssize_t ldc) noexcept nogil:
+    """Rows [M*part/parts, M*(part+1)/parts) of C = op(A) @ op(Bm) + beta C.
+
+    Called by each thread of a parallel region with its own part, BLAS single-threaded, so the
+    threads together compute the whole product and BLAS's own thread pool is never woken.
+    trans_a: A is stored (K, M) and a row block of op(A) is a column block of A.
+    """
+    cdef Py_ssize_t r0 = slice_start(M, parts, part), r1 = slice_start(M, parts, part + 1)
+    if r1 > r0:
+        gemm(trans_a, trans_b, <int>(r1 - r0), <int>N, <int>K, <floating>1,
+             A + (r0 if trans_a else r0 * lda), <int>lda, Bm, <int>ldb, beta, C + r0 * ldc,
+             <int>ldc)
+
+
+cdef void par_gemm(int n_threads, set_threads_fn set_threads, bint trans_a, bint trans_b,
+                   Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
                    const floating *Bm, Py_ssize_t ldb, floating beta, floating *C,
                    Py_ssize_t ldc) noexcept nogil:
-    """C = op(A) @ Bm + beta C (Bm untransposed), the M rows of C split over OpenMP threads.
-
-    Each thread calls BLAS single-threaded on its row block, so BLAS's own thread pool is never
-    woken: no idle BLAS threads spinning against our OpenMP threads on the same cores.
-    trans_a: A is stored (K, M) and the row block of op(A) is a column block of A.
-    """
-    cdef int tid, prev
-    cdef Py_ssize_t r0, r1
+    """C = op(A) @ op(Bm) + beta C with the rows of C split over an OpenMP region of its own."""
+    cdef int prev, nthr
     with parallel(num_threads=n_threads):
-        tid = threadid()
-        r0 = slice_start(M, n_threads, tid)
-        r1 = slice_start(M, n_threads, tid + 1)
+        nthr = omp_get_num_threads()
         prev = set_blas_threads(set_threads, 1)
-        gemm(trans_a, False, <int>(r1 - r0), <int>N, <int>K, <floating>1,
-             A + (r0 if trans_a else r0 * lda), <int>lda, Bm, <int>ldb, beta,
-             C + r0 * ldc, <int>ldc)
-        restore_blas_threads(set_threads, prev)
-
-
-cdef void par_gemm_bt(int n_threads, set_threads_fn set_threads, Py_ssize_t M, Py_ssize_t N,
-                      Py_ssize_t K, const floating *A, Py_ssize_t lda, const floating *Bm,
-                      Py_ssize_t ldb, floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C = A @ Bm^T (Bm stored (N, K)), rows of C split over OpenMP threads (see par_gemm)."""
-    cdef int tid, prev
-    cdef Py_ssize_t r0, r1
-    with parallel(num_threads=n_threads):
-        tid = threadid()
-        r0 = slice_start(M, n_threads, tid)
-        r1 = slice_start(M, n_threads, tid + 1)
-        prev = set_blas_threads(set_threads, 1)
-        gemm(False, True, <int>(r1 - r0), <int>N, <int>K, <floating>1, A + r0 * lda, <int>lda,
-             Bm, <int>ldb, <floating>0, C + r0 * ldc, <int>ldc)
+        gemm_part(threadid(), nthr, trans_a, trans_b, M, N, K, A, lda, Bm, ldb, beta, C, ldc)
         restore_blas_threads(set_threads, prev)

@@ -15,7 +15,7 @@ Operands hold small random values; results are discarded (BLAS speed is data-ind
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.stdint cimport uintptr_t
-from fastcells._blas cimport gemm, par_gemm, par_gemm_bt, set_threads_fn
+from fastcells._blas cimport gemm, par_gemm, set_threads_fn
 
 
 cdef inline int _set(set_threads_fn fn, int n) noexcept nogil:
@@ -30,10 +30,9 @@ cdef void _hoisted(bint split, int n_threads, set_threads_fn set_threads, bint t
         _set(set_threads, n_threads)
         gemm(trans_a, trans_b, <int>M, <int>N, <int>K, <floating>1, A, <int>lda, Bm, <int>ldb,
              <floating>0, C, <int>ldc)
-    elif trans_b:
-        par_gemm_bt(n_threads, set_threads, M, N, K, A, lda, Bm, ldb, C, ldc)
     else:
-        par_gemm(n_threads, set_threads, trans_a, M, N, K, A, lda, Bm, ldb, <floating>0, C, ldc)
+        par_gemm(n_threads, set_threads, trans_a, trans_b, M, N, K, A, lda, Bm, ldb,
+                 <floating>0, C, ldc)
 
 
 cdef void _sequence(floating *X, floating *W_ih, floating *W_hh, floating *W_hh_t,

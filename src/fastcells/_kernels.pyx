@@ -16,7 +16,7 @@ Structure of every forward kernel (DESIGN.md practices 2, 3, 6, 7):
      in its cache, and batch-1 problems parallelise) one barrier per step makes h_{t-1} whole.
 Backward mirrors it: per step only the pointwise backward and dh_{t-1} += dG_t W_hh on the
 block; dx, dW_ih, dW_hh and the bias gradients are hoisted GEMMs / reductions after the loop.
-Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.par_gemm), so
+Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.gemm_part), so
 BLAS's own thread pool never competes with ours for the cores.
 
 Variable lengths (PyTorch packed-sequence semantics): ``lengths`` (B,) int64 or NULL. At step t
@@ -34,9 +34,17 @@ from cython.parallel cimport parallel, threadid
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uintptr_t, int64_t
 
-from fastcells._blas cimport (gemm, par_gemm, par_gemm_bt, set_threads_fn, set_blas_threads,
+from fastcells._blas cimport (gemm, gemm_part, set_threads_fn, set_blas_threads,
                              restore_blas_threads, slice_start)
+from openmp cimport omp_get_num_threads
 cimport openmp
+
+cdef extern from "fc_sync.h" nogil:
+    ctypedef struct fc_barrier_t:
+        pass
+    void fc_barrier_init(fc_barrier_t *b, int n)
+    void fc_barrier_set_n(fc_barrier_t *b, int n)
+    void fc_barrier_wait(fc_barrier_t *b)
 
 cdef extern from "fc_cells.h" nogil:
     void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h)
@@ -65,7 +73,6 @@ cdef extern from "fc_cells.h" nogil:
     void fc_colsum_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const double *a, double *out, int accumulate)
     void fc_vsigmoid_f64(Py_ssize_t n, const double *x, double *y)
     void fc_vtanh_f64(Py_ssize_t n, const double *x, double *y)
-    void fc_omp_barrier()
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
 # Every pointwise kernel works on a block: rows x n hidden units; H = distance between gate
@@ -237,22 +244,41 @@ cdef inline void gates_gemm(idx nb, idx n, idx H, int n_gates, idx K, const floa
                  <int>G, beta, C + k * H, <int>G)
 
 
-cdef void par_colsum(int n_threads, idx rows, idx n, idx ld, const floating *a,
-                     floating *out) noexcept nogil:
-    """out[j] = sum_r a[r, j] for j < n, the columns split over OpenMP threads."""
-    cdef int tid
-    cdef idx c0, c1
-    with parallel(num_threads=n_threads):
-        tid = threadid()
-        c0 = slice_start(n, n_threads, tid)
-        c1 = slice_start(n, n_threads, tid + 1)
-        if c1 > c0:
-            colsum(rows, c1 - c0, ld, a + c0, out + c0, 0)
+cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const floating *a,
+                             floating *out) noexcept nogil:
+    """Columns [n*part/parts, n*(part+1)/parts) of out = column sums of a (rows, n)."""
+    cdef idx c0 = slice_start(n, parts, part), c1 = slice_start(n, parts, part + 1)
+    if c1 > c0:
+        colsum(rows, c1 - c0, ld, a + c0, out + c0, 0)
 
 
-# Thread layout of the time loop: n_rows x n_cols threads; thread tid owns batch rows
-# [b0, b1) (tid // n_cols) and hidden units [j0, j1) (tid % n_cols). n_cols > 1 splits the hidden
-# units of every step and costs one barrier per step; n_cols = 1 needs none.
+cdef inline int thread_block(int tid, int nthr, int n_rows, int n_cols, idx B, idx H,
+                             idx *b0, idx *b1, idx *j0, idx *j1) noexcept nogil:
+    """This thread's block of the time loop: batch rows [b0, b1) x hidden units [j0, j1).
+
+    The planned grid is n_rows x n_cols; threads beyond it get an empty block. If OpenMP gave
+    the region fewer threads than the grid needs (thread limits, nested parallelism), fall back
+    to splitting the batch over the threads there are. Returns the number of column parts."""
+    cdef int nr = n_rows, nc = n_cols
+    if nthr < n_rows * n_cols:
+        nr = nthr
+        nc = 1
+    if tid >= nr * nc:
+        b0[0] = b1[0] = 0
+        j0[0] = j1[0] = 0
+        return nc
+    b0[0] = slice_start(B, nr, tid // nc)
+    b1[0] = slice_start(B, nr, tid // nc + 1)
+    j0[0] = col_start(H, nc, tid % nc)
+    j1[0] = col_start(H, nc, tid % nc + 1)
+    return nc
+
+
+# Threads: every kernel is ONE OpenMP region of n_threads threads (BLAS single-threaded in
+# each): the hoisted GEMMs are split by rows over all of them; the time loop runs on an
+# n_rows x n_cols grid (see thread_block), where n_cols > 1 splits the hidden units of every
+# step and costs one barrier per step, n_cols = 1 needs none. Phases are separated by the spin
+# barrier of csrc/fc_sync.h.
 
 
 # ================================================================= LSTM
@@ -273,7 +299,8 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh_t (P,4H) = W_hh^T; bias (4H,) =
     #   b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then n_cols must be 1); lengths (B,) or NULL.
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint training = hs != NULL, proj = w_hr_t != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
@@ -288,21 +315,27 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
-    t0 = 0
-    while t0 < T:
-        tc = chunk if chunk < T - t0 else T - t0
-        # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
-        par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
-        with parallel(num_threads=n_par):
-            tid = threadid()
-            b0 = slice_start(B, n_rows, tid // n_cols)
-            b1 = slice_start(B, n_rows, tid // n_cols + 1)
-            j0 = col_start(H, n_cols, tid % n_cols)
-            j1 = col_start(H, n_cols, tid % n_cols + 1)
-            nj = j1 - j0
-            oj0 = 0 if proj else j0
-            onj = P if proj else nj
-            prev_local = set_blas_threads(set_threads, 1)
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        nj = j1 - j0
+        oj0 = 0 if proj else j0
+        onj = P if proj else nj
+        prev_local = set_blas_threads(set_threads, 1)
+        t0 = 0
+        while t0 < T:
+            tc = chunk if chunk < T - t0 else T - t0
+            # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
+            gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
+                      gates, G)
+            fc_barrier_wait(&bar)          # the chunk's input projection is complete
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + gt * B * G
@@ -352,10 +385,12 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                             copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
                         zero_block(y + t * BP + r * P + oj0, e - r, onj, P)
                     r = e
-                if n_cols > 1:
-                    fc_omp_barrier()        # h_t complete before any thread's next GEMM
-            restore_blas_threads(set_threads, prev_local)
-        t0 = t0 + tc
+                if nc > 1:
+                    fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
+            t0 = t0 + tc
+            if t0 < T:
+                fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
+        restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BP, BP * sizeof(floating))
         memcpy(c_n, cs + (T - 1) * BH, BH * sizeof(floating))
@@ -382,7 +417,8 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL (then n_cols must be 1).
     # dy (T,B,P), dh_n (B,P), dc_n (B,H): incoming gradients, each may be NULL (= 0).
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, r, e, j
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint proj = w_hr != NULL, act
     cdef floating *g_t
     cdef floating *dh_t
@@ -391,70 +427,74 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     copy_or_zero(dh0, dh_n, BP)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
     copy_or_zero(dc0, dc_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
-    if T > 0 and B > 0:
-        with parallel(num_threads=n_par):
-            tid = threadid()
-            b0 = slice_start(B, n_rows, tid // n_cols)
-            b1 = slice_start(B, n_rows, tid // n_cols + 1)
-            j0 = col_start(H, n_cols, tid % n_cols)
-            j1 = col_start(H, n_cols, tid % n_cols + 1)
-            nj = j1 - j0
-            prev_local = set_blas_threads(set_threads, 1)
-            for t in range(T - 1, -1, -1):
-                g_t = gates + t * B * G
-                c_prev = cs + (t - 1) * BH if t > 0 else c0
-                dy_t = dy + t * BP if dy != NULL else NULL
-                if proj and b1 > b0:
-                    # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
-                    dh_t = dhs + t * BP
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            for j in range(r * P, e * P):
-                                dh_t[j] = dh0[j] + (dy_t[j] if dy_t != NULL else 0)
-                                dh0[j] = 0
-                        else:
-                            zero_block(dh_t + r * P, e - r, P, P)
-                        r = e
-                    gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
-                         dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        nj = j1 - j0
+        prev_local = set_blas_threads(set_threads, 1)
+        for t in range(T - 1, -1, -1):
+            g_t = gates + t * B * G
+            c_prev = cs + (t - 1) * BH if t > 0 else c0
+            dy_t = dy + t * BP if dy != NULL else NULL
+            if proj and b1 > b0:
+                # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
+                dh_t = dhs + t * BP
                 r = b0
-                while r < b1 and nj > 0:
+                while r < b1:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
-                        if proj:
-                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                        cs + t * BH + r * H + j0, c_prev + r * H + j0, NULL,
-                                        du + r * H + j0, dc0 + r * H + j0)
-                        else:
-                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                        cs + t * BH + r * H + j0, c_prev + r * H + j0,
-                                        dy_t + r * H + j0 if dy_t != NULL else NULL,
-                                        dh0 + r * H + j0, dc0 + r * H + j0)
+                        for j in range(r * P, e * P):
+                            dh_t[j] = dh0[j] + (dy_t[j] if dy_t != NULL else 0)
+                            dh0[j] = 0
                     else:
-                        zero_gate_block(g_t + r * G + j0, e - r, nj, H, 4, G)  # dG = 0
+                        zero_block(dh_t + r * P, e - r, P, P)
                     r = e
-                if n_cols > 1:
-                    fc_omp_barrier()        # dG_t complete before the GEMM reads its rows
-                # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
-                if nj > 0 and b1 > b0:
-                    gemm(False, False, <int>(b1 - b0), <int>(P if proj else nj), <int>G,
-                         <floating>1, g_t + b0 * G, <int>G, w_hh + (0 if proj else j0), <int>P,
-                         <floating>1, dh0 + b0 * P + (0 if proj else j0), <int>P)
-            restore_blas_threads(set_threads, prev_local)
-    # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
-    par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
-    par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-    par_gemm(n_threads, set_threads, True, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
-    if T > 1:
-        par_gemm(n_threads, set_threads, True, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
-                 dw_hh, P)
-    if proj:
-        # dW_hr = sum_t dh_t^T u_t
-        par_gemm(n_threads, set_threads, True, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
-    if db != NULL:
-        par_colsum(n_threads, T * B, G, G, gates, db)
+                gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
+                     dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
+            r = b0
+            while r < b1 and nj > 0:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    if proj:
+                        pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                    cs + t * BH + r * H + j0, c_prev + r * H + j0, NULL,
+                                    du + r * H + j0, dc0 + r * H + j0)
+                    else:
+                        pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                    cs + t * BH + r * H + j0, c_prev + r * H + j0,
+                                    dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                    dh0 + r * H + j0, dc0 + r * H + j0)
+                else:
+                    zero_gate_block(g_t + r * G + j0, e - r, nj, H, 4, G)  # dG = 0
+                r = e
+            if nc > 1:
+                fc_barrier_wait(&bar)        # dG_t complete before the GEMM reads its rows
+            # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
+            if nj > 0 and b1 > b0:
+                gemm(False, False, <int>(b1 - b0), <int>(P if proj else nj), <int>G,
+                     <floating>1, g_t + b0 * G, <int>G, w_hh + (0 if proj else j0), <int>P,
+                     <floating>1, dh0 + b0 * P + (0 if proj else j0), <int>P)
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
+        # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
+        gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+        gemm_part(tid, nthr, True, False, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+        gemm_part(tid, nthr, True, False, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
+        if T > 1:
+            gemm_part(tid, nthr, True, False, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
+                     dw_hh, P)
+        if proj:
+            # dW_hr = sum_t dh_t^T u_t
+            gemm_part(tid, nthr, True, False, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
+        if db != NULL:
+            colsum_part(tid, nthr, T * B, G, G, gates, db)
+        restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -477,7 +517,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
     # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh_t (H,3H) = W_hh^T; b_ih, b_hh (3H,) (zeros when
     # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
     cdef idx G = 3 * H, BH = B * H, t0, tc, t, b0, b1, j0, j1, nj, nb, gt, r, e
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint training = hs != NULL, act
     cdef floating *g_t
     cdef const floating *h_prev
@@ -489,20 +530,26 @@ cdef int gru_fwd(floating *y, floating *h_n,
     if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
-    t0 = 0
-    while t0 < T:
-        tc = chunk if chunk < T - t0 else T - t0
-        # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
-        par_gemm_bt(n_threads, set_threads, tc * B, G, I, x + t0 * B * I, I, w_ih, I, gates, G)
-        with parallel(num_threads=n_par):
-            tid = threadid()
-            b0 = slice_start(B, n_rows, tid // n_cols)
-            b1 = slice_start(B, n_rows, tid // n_cols + 1)
-            j0 = col_start(H, n_cols, tid % n_cols)
-            j1 = col_start(H, n_cols, tid % n_cols + 1)
-            nj = j1 - j0
-            nb = b1 - b0
-            prev_local = set_blas_threads(set_threads, 1)
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        nj = j1 - j0
+        nb = b1 - b0
+        prev_local = set_blas_threads(set_threads, 1)
+        t0 = 0
+        while t0 < T:
+            tc = chunk if chunk < T - t0 else T - t0
+            # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
+            gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
+                      gates, G)
+            fc_barrier_wait(&bar)          # the chunk's input projection is complete
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + gt * B * G
@@ -562,10 +609,12 @@ cdef int gru_fwd(floating *y, floating *h_n,
                         copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
                         zero_block(y + t * BH + r * H + j0, e - r, nj, H)
                     r = e
-                if n_cols > 1:
-                    fc_omp_barrier()
-            restore_blas_threads(set_threads, prev_local)
-        t0 = t0 + tc
+                if nc > 1:
+                    fc_barrier_wait(&bar)
+            t0 = t0 + tc
+            if t0 < T:
+                fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
+        restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
@@ -588,7 +637,8 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     #   (with n_cols > 1 a thread may write step t-1's while another still reads step t's);
     #   classic: d(r*h) as (B,H). hs (T,B,H) saved h_t. dy, dh_n may be NULL.
     cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint act
     cdef floating *g_t
     cdef floating *dgh_t
@@ -596,95 +646,99 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
-    if T > 0 and B > 0:
-        with parallel(num_threads=n_par):
-            tid = threadid()
-            b0 = slice_start(B, n_rows, tid // n_cols)
-            b1 = slice_start(B, n_rows, tid // n_cols + 1)
-            j0 = col_start(H, n_cols, tid % n_cols)
-            j1 = col_start(H, n_cols, tid % n_cols + 1)
-            nj = j1 - j0
-            nb = b1 - b0
-            prev_local = set_blas_threads(set_threads, 1)
-            for t in range(T - 1, -1, -1):
-                g_t = gates + t * B * G
-                h_prev = hs + (t - 1) * BH if t > 0 else h0
-                dy_t = dy + t * BH if dy != NULL else NULL
-                dgh_t = dgh + (t % 2) * B * G
-                if reset_after:
-                    r = b0
-                    while r < b1 and nj > 0:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                       hn + t * BH + r * H + j0, dgh_t + r * G + j0,
-                                       h_prev + r * H + j0,
-                                       dy_t + r * H + j0 if dy_t != NULL else NULL,
-                                       dh0 + r * H + j0)
-                        else:
-                            zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
-                            zero_block(hn + t * BH + r * H + j0, e - r, nj, H)
-                            zero_gate_block(dgh_t + r * G + j0, e - r, nj, H, 3, G)
-                        r = e
-                    if n_cols > 1:
-                        fc_omp_barrier()
-                    # dh_{t-1}[block] = z * dh_t (written above) + dgh[rows] @ W_hh[:, cols]
-                    if nb > 0 and nj > 0:
-                        gemm(False, False, <int>nb, <int>nj, <int>G, <floating>1,
-                             dgh_t + b0 * G, <int>G, w_hh + j0, <int>H, <floating>1,
-                             dh0 + b0 * H + j0, <int>H)
-                elif nb > 0:
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_bwd_a(e - r, H, H, G, H, g_t + r * G, h_prev + r * H,
-                                          dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
-                        else:
-                            zero_block(g_t + r * G, e - r, G, G)
-                        r = e
-                    # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
-                    gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, g_t + b0 * G + 2 * H,
-                         <int>G, w_hh + 2 * H * H, <int>H, <floating>0, dgh + b0 * H, <int>H)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_bwd_b(e - r, H, H, G, H, g_t + r * G, dgh + r * H,
-                                          h_prev + r * H, dh0 + r * H)
-                        r = e
-                    # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
-                    gemm(False, False, <int>nb, <int>H, <int>(2 * H), <floating>1, g_t + b0 * G,
-                         <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
-            restore_blas_threads(set_threads, prev_local)
-    # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
-    par_gemm(n_threads, set_threads, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
-    par_gemm(n_threads, set_threads, True, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-    # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
-    par_gemm(n_threads, set_threads, True, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
-             dw_hh, H)
-    if T > 1:
-        par_gemm(n_threads, set_threads, True, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
-                 1, dw_hh, H)
-    if reset_after:
-        # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
-        par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
-                 dw_hh + 2 * H * H, H)
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        nj = j1 - j0
+        nb = b1 - b0
+        prev_local = set_blas_threads(set_threads, 1)
+        for t in range(T - 1, -1, -1):
+            g_t = gates + t * B * G
+            h_prev = hs + (t - 1) * BH if t > 0 else h0
+            dy_t = dy + t * BH if dy != NULL else NULL
+            dgh_t = dgh + (t % 2) * B * G
+            if reset_after:
+                r = b0
+                while r < b1 and nj > 0:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                   hn + t * BH + r * H + j0, dgh_t + r * G + j0,
+                                   h_prev + r * H + j0,
+                                   dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                   dh0 + r * H + j0)
+                    else:
+                        zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
+                        zero_block(hn + t * BH + r * H + j0, e - r, nj, H)
+                        zero_gate_block(dgh_t + r * G + j0, e - r, nj, H, 3, G)
+                    r = e
+                if nc > 1:
+                    fc_barrier_wait(&bar)
+                # dh_{t-1}[block] = z * dh_t (written above) + dgh[rows] @ W_hh[:, cols]
+                if nb > 0 and nj > 0:
+                    gemm(False, False, <int>nb, <int>nj, <int>G, <floating>1,
+                         dgh_t + b0 * G, <int>G, w_hh + j0, <int>H, <floating>1,
+                         dh0 + b0 * H + j0, <int>H)
+            elif nb > 0:
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru1_bwd_a(e - r, H, H, G, H, g_t + r * G, h_prev + r * H,
+                                      dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
+                    else:
+                        zero_block(g_t + r * G, e - r, G, G)
+                    r = e
+                # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
+                gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, g_t + b0 * G + 2 * H,
+                     <int>G, w_hh + 2 * H * H, <int>H, <floating>0, dgh + b0 * H, <int>H)
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru1_bwd_b(e - r, H, H, G, H, g_t + r * G, dgh + r * H,
+                                      h_prev + r * H, dh0 + r * H)
+                    r = e
+                # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
+                gemm(False, False, <int>nb, <int>H, <int>(2 * H), <floating>1, g_t + b0 * G,
+                     <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
+        # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
+        gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+        gemm_part(tid, nthr, True, False, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+        # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
+        gemm_part(tid, nthr, True, False, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
+                 dw_hh, H)
         if T > 1:
-            par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
-                     dw_hh + 2 * H * H, H)
-    else:
-        # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
-        par_gemm(n_threads, set_threads, True, H, H, T * B, gates + 2 * H, G, hn, H, 0,
-                 dw_hh + 2 * H * H, H)
-    if db_ih != NULL:
-        par_colsum(n_threads, T * B, G, G, gates, db_ih)
-    if db_hh != NULL:
-        par_colsum(n_threads, T * B, 2 * H, G, gates, db_hh)
+            gemm_part(tid, nthr, True, False, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
+                     1, dw_hh, H)
         if reset_after:
-            par_colsum(n_threads, T * B, H, H, hn, db_hh + 2 * H)
+            # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
+            gemm_part(tid, nthr, True, False, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
+                     dw_hh + 2 * H * H, H)
+            if T > 1:
+                gemm_part(tid, nthr, True, False, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+                         dw_hh + 2 * H * H, H)
         else:
-            par_colsum(n_threads, T * B, H, G, gates + 2 * H, db_hh + 2 * H)
+            # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
+            gemm_part(tid, nthr, True, False, H, H, T * B, gates + 2 * H, G, hn, H, 0,
+                     dw_hh + 2 * H * H, H)
+        if db_ih != NULL:
+            colsum_part(tid, nthr, T * B, G, G, gates, db_ih)
+        if db_hh != NULL:
+            colsum_part(tid, nthr, T * B, 2 * H, G, gates, db_hh)
+            if reset_after:
+                colsum_part(tid, nthr, T * B, H, H, hn, db_hh + 2 * H)
+            else:
+                colsum_part(tid, nthr, T * B, H, G, gates + 2 * H, db_hh + 2 * H)
+        restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -700,7 +754,8 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh_t (H,H) = W_hh^T; bias (H,) = b_ih + b_hh.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint training = hs != NULL, act
     cdef floating *buf = hs if hs != NULL else y
     cdef floating *g_t
@@ -712,16 +767,21 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     if T == 0:
         return 0
     prev_main = set_blas_threads(set_threads, 1)
-    par_gemm_bt(n_threads, set_threads, T * B, H, I, x, I, w_ih, I, buf, H)
-    with parallel(num_threads=n_par):
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
         tid = threadid()
-        b0 = slice_start(B, n_rows, tid // n_cols)
-        b1 = slice_start(B, n_rows, tid // n_cols + 1)
-        j0 = col_start(H, n_cols, tid % n_cols)
-        j1 = col_start(H, n_cols, tid % n_cols + 1)
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        prev_local = set_blas_threads(set_threads, 1)
+        gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
+        fc_barrier_wait(&bar)
         nj = j1 - j0
         nb = b1 - b0
-        prev_local = set_blas_threads(set_threads, 1)
         for t in range(T):
             g_t = buf + t * BH
             if training:
@@ -744,8 +804,8 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                     copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
                     zero_block(y + t * BH + r * H + j0, e - r, nj, H)
                 r = e
-            if n_cols > 1:
-                fc_omp_barrier()
+            if nc > 1:
+                fc_barrier_wait(&bar)
         restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
@@ -763,49 +823,54 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
     # dg (T,B,H) scratch = dG; hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
-    cdef int tid, prev_local, prev_main, n_par = n_rows * n_cols
+    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef fc_barrier_t bar
     cdef bint act
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
     prev_main = set_blas_threads(set_threads, 1)
-    if T > 0 and B > 0:
-        with parallel(num_threads=n_par):
-            tid = threadid()
-            b0 = slice_start(B, n_rows, tid // n_cols)
-            b1 = slice_start(B, n_rows, tid // n_cols + 1)
-            j0 = col_start(H, n_cols, tid % n_cols)
-            j1 = col_start(H, n_cols, tid % n_cols + 1)
-            nj = j1 - j0
-            nb = b1 - b0
-            prev_local = set_blas_threads(set_threads, 1)
-            for t in range(T - 1, -1, -1):
-                dy_t = dy + t * BH if dy != NULL else NULL
-                r = b0
-                while r < b1 and nj > 0:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        pw_rnn_bwd(e - r, nj, H, hs + t * BH + r * H + j0,
-                                   dg + t * BH + r * H + j0,
-                                   dy_t + r * H + j0 if dy_t != NULL else NULL,
-                                   dh0 + r * H + j0, relu)
-                    else:
-                        zero_block(dg + t * BH + r * H + j0, e - r, nj, H)
-                    r = e
-                if n_cols > 1:
-                    fc_omp_barrier()
-                if nb > 0 and nj > 0:
-                    gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1,
-                         dg + t * BH + b0 * H, <int>H, w_hh + j0, <int>H, <floating>1,
-                         dh0 + b0 * H + j0, <int>H)
-            restore_blas_threads(set_threads, prev_local)
-    par_gemm(n_threads, set_threads, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
-    par_gemm(n_threads, set_threads, True, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
-    par_gemm(n_threads, set_threads, True, H, H, B if T > 0 else 0, dg, H, h0, H, 0, dw_hh, H)
-    if T > 1:
-        par_gemm(n_threads, set_threads, True, H, H, (T - 1) * B, dg + BH, H, hs, H, 1,
-                 dw_hh, H)
-    if db != NULL:
-        par_colsum(n_threads, T * B, H, H, dg, db)
+    fc_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        nthr = omp_get_num_threads()
+        # assigned here so that Cython makes them private to each thread (they are written
+        # through pointers below, which Cython's privacy inference does not see)
+        b0 = b1 = j0 = j1 = 0
+        act = False
+        fc_barrier_set_n(&bar, nthr)
+        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+        nj = j1 - j0
+        nb = b1 - b0
+        prev_local = set_blas_threads(set_threads, 1)
+        for t in range(T - 1, -1, -1):
+            dy_t = dy + t * BH if dy != NULL else NULL
+            r = b0
+            while r < b1 and nj > 0:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    pw_rnn_bwd(e - r, nj, H, hs + t * BH + r * H + j0,
+                               dg + t * BH + r * H + j0,
+                               dy_t + r * H + j0 if dy_t != NULL else NULL,
+                               dh0 + r * H + j0, relu)
+                else:
+                    zero_block(dg + t * BH + r * H + j0, e - r, nj, H)
+                r = e
+            if nc > 1:
+                fc_barrier_wait(&bar)
+            if nb > 0 and nj > 0:
+                gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1,
+                     dg + t * BH + b0 * H, <int>H, w_hh + j0, <int>H, <floating>1,
+                     dh0 + b0 * H + j0, <int>H)
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
+        gemm_part(tid, nthr, False, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
+        gemm_part(tid, nthr, True, False, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
+        gemm_part(tid, nthr, True, False, H, H, B if T > 0 else 0, dg, H, h0, H, 0, dw_hh, H)
+        if T > 1:
+            gemm_part(tid, nthr, True, False, H, H, (T - 1) * B, dg + BH, H, hs, H, 1,
+                     dw_hh, H)
+        if db != NULL:
+            colsum_part(tid, nthr, T * B, H, H, dg, db)
+        restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
 

@@ -1,0 +1,69 @@
+/* fc_sync.h -- a small spin barrier for the threads of one kernel call.
+ *
+ * The kernels run one OpenMP parallel region per call and synchronise inside it with this
+ * barrier (per timestep when the threads split the hidden units, and between the phases of a
+ * call). It spins with `pause` for a bounded number of rounds -- the waits are microseconds,
+ * as the threads do equal work -- and then yields the core, so a preempted partner (another
+ * process on the machine) costs a time slice, not a livelock. Unlike `omp barrier` it does not
+ * depend on GOMP_SPINCOUNT / OMP_WAIT_POLICY, which fastcells keeps short so that idle OpenMP
+ * threads do not steal cores from the user's NumPy code between kernel calls.
+ */
+#ifndef FC_SYNC_H
+#define FC_SYNC_H
+
+#include <sched.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FC_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define FC_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define FC_CPU_RELAX() ((void)0)
+#endif
+
+#define FC_SPIN_ROUNDS 20000
+
+typedef struct {
+    int n;          /* number of threads taking part */
+    int count;      /* arrivals in the current generation */
+    int gen;        /* generation, bumped by the last arrival */
+} fc_barrier_t;
+
+static inline void fc_barrier_init(fc_barrier_t *b, int n)
+{
+    b->n = n;
+    b->count = 0;
+    b->gen = 0;
+}
+
+/* Set the number of participants from inside the region (all threads store the same value, the
+ * team size, before their first wait), in case OpenMP granted fewer threads than requested. */
+static inline void fc_barrier_set_n(fc_barrier_t *b, int n)
+{
+    __atomic_store_n(&b->n, n, __ATOMIC_RELAXED);
+}
+
+static inline void fc_barrier_wait(fc_barrier_t *b)
+{
+    int n = __atomic_load_n(&b->n, __ATOMIC_RELAXED);
+    if (n <= 1)
+        return;
+    int gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);   /* releases the others */
+        return;
+    }
+    unsigned spins = 0;
+    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
+        if (spins < FC_SPIN_ROUNDS) {
+            spins++;
+            FC_CPU_RELAX();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+#endif
