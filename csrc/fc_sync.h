@@ -3,15 +3,23 @@
  * The kernels run one OpenMP parallel region per call and synchronise inside it with this
  * barrier (per timestep when the threads split the hidden units, and between the phases of a
  * call). It spins with `pause` for a bounded number of rounds -- the waits are microseconds,
- * as the threads do equal work -- and then yields the core, so a preempted partner (another
- * process on the machine) costs a time slice, not a livelock. Unlike `omp barrier` it does not
- * depend on GOMP_SPINCOUNT / OMP_WAIT_POLICY, which fastcells keeps short so that idle OpenMP
- * threads do not steal cores from the user's NumPy code between kernel calls.
+ * as the threads do equal work -- and then sleeps on a futex (Linux; elsewhere it yields), so
+ * when the machine is oversubscribed (other processes, several Python threads calling
+ * fastcells at once) a waiting thread gives its core to the one it waits for instead of
+ * burning it. Unlike `omp barrier` it does not depend on GOMP_SPINCOUNT / OMP_WAIT_POLICY,
+ * which fastcells keeps short so that idle OpenMP threads do not steal cores from the user's
+ * NumPy code between kernel calls.
  */
 #ifndef FC_SYNC_H
 #define FC_SYNC_H
 
 #include <sched.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <limits.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -22,19 +30,40 @@
 #define FC_CPU_RELAX() ((void)0)
 #endif
 
-#define FC_SPIN_ROUNDS 20000
+#define FC_SPIN_ROUNDS 4000
 
 typedef struct {
     int n;          /* number of threads taking part */
     int count;      /* arrivals in the current generation */
-    int gen;        /* generation, bumped by the last arrival */
+    int gen;        /* generation, bumped by the last arrival (the futex word) */
+    int sleepers;   /* threads that may be asleep on gen */
 } fc_barrier_t;
+
+static inline void fc_futex_wait(int *addr, int val)
+{
+#ifdef __linux__
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+#else
+    (void)addr; (void)val;
+    sched_yield();
+#endif
+}
+
+static inline void fc_futex_wake_all(int *addr)
+{
+#ifdef __linux__
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
 
 static inline void fc_barrier_init(fc_barrier_t *b, int n)
 {
     b->n = n;
     b->count = 0;
     b->gen = 0;
+    b->sleepers = 0;
 }
 
 /* Set the number of participants from inside the region (all threads store the same value, the
@@ -52,18 +81,23 @@ static inline void fc_barrier_wait(fc_barrier_t *b)
     int gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);   /* releases the others */
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_SEQ_CST);   /* releases the others */
+        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
+            fc_futex_wake_all(&b->gen);
         return;
     }
-    unsigned spins = 0;
-    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
-        if (spins < FC_SPIN_ROUNDS) {
-            spins++;
-            FC_CPU_RELAX();
-        } else {
-            sched_yield();
-        }
+    for (unsigned spins = 0; spins < FC_SPIN_ROUNDS; spins++) {
+        if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
+            return;
+        FC_CPU_RELAX();
     }
+    /* Sleep. The SEQ_CST increment of sleepers and the last arrival's SEQ_CST store of gen
+     * followed by its load of sleepers guarantee a wake-up is not lost: either it sees us, or
+     * we see the new gen (and futex_wait returns at once when gen has changed). */
+    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&b->gen, __ATOMIC_SEQ_CST) == gen)
+        fc_futex_wait(&b->gen, gen);
+    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
 #endif

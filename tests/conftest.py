@@ -36,6 +36,7 @@ _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "torch: compares against PyTorch (skipped if not installed)")
+    config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
 
 
 # ------------------------------------------------------------------------------ cells

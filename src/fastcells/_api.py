@@ -5,6 +5,7 @@ workspaces are fresh arrays. All arrays of one call must share one dtype, float3
 (no silent casts: a mismatch is a TypeError naming the argument).
 """
 import os
+import threading
 
 import numpy as np
 
@@ -18,31 +19,72 @@ _BLAS_INT_MAX = 2**31 - 1
 _INFERENCE_CHUNK_ELEMS = 1 << 20
 
 
+_WS_TOKEN = object()
+_CONSUME_LOCK = threading.Lock()
+
+# Saved arrays of each cell and their shapes, in terms of (T, B, I, H, P, G); None = absent.
+_WS_SHAPES = {
+    "lstm": dict(gates=lambda T, B, I, H, P: (T, B, 4 * H), cs=lambda T, B, I, H, P: (T, B, H),
+                 hs=lambda T, B, I, H, P: (T, B, P), x=lambda T, B, I, H, P: (T, B, I),
+                 h0=lambda T, B, I, H, P: (B, P), c0=lambda T, B, I, H, P: (B, H),
+                 w_ih=lambda T, B, I, H, P: (4 * H, I), w_hh=lambda T, B, I, H, P: (4 * H, P)),
+    "gru": dict(gates=lambda T, B, I, H, P: (T, B, 3 * H), hn=lambda T, B, I, H, P: (T, B, H),
+                hs=lambda T, B, I, H, P: (T, B, H), x=lambda T, B, I, H, P: (T, B, I),
+                h0=lambda T, B, I, H, P: (B, H), w_ih=lambda T, B, I, H, P: (3 * H, I),
+                w_hh=lambda T, B, I, H, P: (3 * H, H)),
+    "rnn": dict(hs=lambda T, B, I, H, P: (T, B, H), x=lambda T, B, I, H, P: (T, B, I),
+                h0=lambda T, B, I, H, P: (B, H), w_ih=lambda T, B, I, H, P: (H, I),
+                w_hh=lambda T, B, I, H, P: (H, H)),
+}
+_OWNED = ("gates", "cs", "hs", "hn", "us")
+
+
 class Workspace:
     """Opaque state saved by a training forward pass for its backward pass.
 
+    Created only by ``lstm_forward``/``gru_forward``/``rnn_forward`` with ``training=True``.
     Holds the saved gate activations and states (owned) and references to the forward's inputs
     (x, h0, c0 and the weights, read again by backward: do not modify them in place between
     forward and backward). A backward pass consumes the workspace -- it reuses the saved
     activations' memory for the gate gradients -- so a second backward with the same workspace
-    raises RuntimeError, as PyTorch does without retain_graph.
+    raises RuntimeError, as PyTorch does without retain_graph (also when two threads race to
+    use it: exactly one wins). Its attributes are read-only.
     """
 
-    __slots__ = ("cell", "dtype", "T", "B", "I", "H", "P", "nonlinearity", "reset_after",
-                 "n_threads", "has_b_ih", "has_b_hh", "_arrays", "_consumed")
+    __slots__ = ("_cell", "_dtype", "_dims", "_nonlinearity", "_reset_after", "_n_threads",
+                 "_has_b_ih", "_has_b_hh", "_arrays", "_consumed")
 
-    def __init__(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
-                 nonlinearity=None, reset_after=True, P=None):
-        self.cell = cell
-        self.dtype = dtype
-        self.T, self.B, self.I, self.H = T, B, I, H
-        self.P = H if P is None else P
-        self.nonlinearity = nonlinearity
-        self.reset_after = reset_after
-        self.n_threads = n_threads
-        self.has_b_ih, self.has_b_hh = has_b_ih, has_b_hh
+    def __init__(self, *args, _token=None, **kwargs):
+        if _token is not _WS_TOKEN:
+            raise TypeError("Workspace objects are created by the forward functions "
+                            "(lstm_forward, gru_forward, rnn_forward with training=True)")
+        self._init(*args, **kwargs)
+
+    def _init(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
+              nonlinearity=None, reset_after=True, P=None):
+        self._cell = cell
+        self._dtype = np.dtype(dtype)
+        self._dims = (T, B, I, H, H if P is None else P)
+        self._nonlinearity = nonlinearity
+        self._reset_after = reset_after
+        self._n_threads = n_threads
+        self._has_b_ih, self._has_b_hh = has_b_ih, has_b_hh
         self._arrays = arrays
         self._consumed = False
+
+    cell = property(lambda self: self._cell, doc="'lstm', 'gru' or 'rnn'")
+    dtype = property(lambda self: self._dtype)
+    T = property(lambda self: self._dims[0])
+    B = property(lambda self: self._dims[1])
+    I = property(lambda self: self._dims[2])  # noqa: E741
+    H = property(lambda self: self._dims[3])
+    P = property(lambda self: self._dims[4], doc="size of h (the projection size, else H)")
+    nonlinearity = property(lambda self: self._nonlinearity)
+    reset_after = property(lambda self: self._reset_after)
+    n_threads = property(lambda self: self._n_threads)
+    has_b_ih = property(lambda self: self._has_b_ih)
+    has_b_hh = property(lambda self: self._has_b_hh)
+    consumed = property(lambda self: self._consumed, doc="True once a backward pass used it")
 
     @property
     def nbytes(self):
@@ -51,29 +93,31 @@ class Workspace:
 
     def __repr__(self):
         state = "consumed" if self._consumed else "ready"
-        return (f"<fastcells.Workspace {self.cell} {np.dtype(self.dtype).name} T={self.T} "
-                f"B={self.B} I={self.I} H={self.H} {state}, {self.nbytes} bytes>")
-
-
-_OWNED = ("gates", "cs", "hs", "hn", "us")
+        T, B, I, H, P = self._dims
+        return (f"<fastcells.Workspace {self._cell} {self._dtype.name} T={T} B={B} I={I} "
+                f"H={H}{f' P={P}' if P != H else ''} {state}, {self.nbytes} bytes>")
 
 
 # ------------------------------------------------------------------------------ validation
+def _asarray(name, a):
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name} could not be converted to an array ({e})") from None
+    except Exception as e:  # e.g. an __array__ that raises
+        raise TypeError(f"{name} could not be converted to an array "
+                        f"({type(e).__name__}: {e})") from None
+
+
 def _dtype_of(name, a):
     dt = getattr(a, "dtype", None)
-    if dt is None:
-        a = np.asarray(a)
-        dt = a.dtype
-    dt = np.dtype(dt)
+    if not isinstance(dt, np.dtype):
+        dt = _asarray(name, a).dtype
     if dt.kind == "f" and not dt.isnative:
         dt = dt.newbyteorder("=")          # byte order is layout, not type: '>f8' is float64
     if dt not in (np.float32, np.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {dt}")
     return dt
-
-
-def _native(arr):
-    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _call_dtype(**arrays):
@@ -92,15 +136,21 @@ def _call_dtype(**arrays):
     return dtype
 
 
-def _array(name, a, dtype, shape):
-    """C-contiguous array of exactly ``shape`` and ``dtype`` (a copy only if layout demands)."""
-    arr = _native(np.asarray(a))
-    if arr.dtype != dtype:  # lists and scalars: only a float array of the call dtype is accepted
-        _dtype_of(name, arr)
+def _array(name, a, dtype, shape=None, ndim=None):
+    """``a`` as an array of ``dtype`` (any byte order), checked against ``shape``; no copy."""
+    arr = _asarray(name, a)
+    if _dtype_of(name, arr) != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype}, expected {dtype}")
-    if arr.shape != tuple(shape):
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {_fmt(arr.shape)}")
+    if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {_fmt(shape)}, got {_fmt(arr.shape)}")
-    return np.ascontiguousarray(arr)
+    return arr
+
+
+def _contig(a, dtype):
+    """C-contiguous, aligned, native-byte-order ``a`` (a copy only when the layout needs it)."""
+    return None if a is None else np.require(a, dtype=dtype, requirements=("C", "A"))
 
 
 def _fmt(shape):
@@ -108,44 +158,40 @@ def _fmt(shape):
 
 
 def _check_x(x, dtype):
-    x = _native(np.asarray(x))
-    if x.dtype != dtype:
-        raise TypeError(f"x has dtype {x.dtype}, expected {dtype}")
+    x = _array("x", x, dtype)
     if x.ndim != 3:
         raise ValueError(f"x must be 3-D (T, B, input_size), got shape {_fmt(x.shape)}")
-    return np.ascontiguousarray(x)
+    return x
 
 
 def _check_weights(cell, w_ih, w_hh, I, dtype, w_hr=None):
-    """Validate the weights; return (w_ih, w_hh, H, w_hr, P), P = H without projection."""
+    """Validate the weights' shapes (no copies); return (w_ih, w_hh, H, w_hr, P)."""
     G = _GATES[cell]
-    w_hh = np.asarray(w_hh)
+    w_hh = _array("w_hh", w_hh, dtype)
     if w_hr is not None:
-        w_hr = np.asarray(w_hr)
+        w_hr = _array("w_hr", w_hr, dtype)
         if w_hr.ndim != 2 or w_hr.shape[0] < 1 or w_hr.shape[1] < 1:
             raise ValueError(f"w_hr must have shape (proj_size, H), got {_fmt(w_hr.shape)}")
         P, H = w_hr.shape
         if w_hh.shape != (G * H, P):
             raise ValueError(f"w_hh must have shape ({G}*H, proj_size) = {_fmt((G * H, P))} "
                              f"with w_hr of shape {_fmt(w_hr.shape)}, got {_fmt(w_hh.shape)}")
-        w_hr = _array("w_hr", w_hr, dtype, (P, H))
     elif w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != G * w_hh.shape[1]:
         raise ValueError(f"w_hh must have shape ({G}*H, H) with H >= 1 for {cell.upper()}, "
                          f"got {_fmt(w_hh.shape)}")
     else:
         H = P = w_hh.shape[1]
-    w_hh = _array("w_hh", w_hh, dtype, (G * H, P))
-    w_ih = np.asarray(w_ih)
+    w_ih = _array("w_ih", w_ih, dtype)
     if w_ih.shape != (G * H, I):
         raise ValueError(f"w_ih must have shape ({G}*H, input_size) = {_fmt((G * H, I))} "
                          f"(H = {H} from w_hh, input_size = {I} from x), got {_fmt(w_ih.shape)}")
-    w_ih = _array("w_ih", w_ih, dtype, (G * H, I))
     return w_ih, w_hh, H, w_hr, P
 
 
-def _check_sizes(T, B, I, H, G):
+def _check_sizes(T, B, I, H, G, P=None):
+    """Every dimension handed to BLAS must fit its 32-bit integers: checked before any copy."""
     for what, v in (("T*B", T * B), ("gates per row (G*H)", G * H), ("input_size", I),
-                    ("hidden_size", H)):
+                    ("hidden_size", H), ("proj_size", P or 0)):
         if v > _BLAS_INT_MAX:
             raise ValueError(f"{what} = {v} exceeds the BLAS integer limit 2**31-1")
 
@@ -153,30 +199,37 @@ def _check_sizes(T, B, I, H, G):
 def _state(name, a, dtype, B, H):
     if a is None:
         return np.zeros((B, H), dtype)
-    return _array(name, a, dtype, (B, H))
+    return _contig(_array(name, a, dtype, (B, H)), dtype)
 
 
 def _bias(name, a, dtype, n):
-    return None if a is None else _array(name, a, dtype, (n,))
+    return None if a is None else _contig(_array(name, a, dtype, (n,)), dtype)
+
+
+def _flag(name, v):
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)):
+        return bool(v)
+    raise TypeError(f"{name} must be True or False, got {v!r}")
 
 
 def _lengths(lengths, T, B):
     """int64 (B,) array of sequence lengths in [0, T], or None."""
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
-    if arr.dtype == bool or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and \
-                np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)       # [3.0, 2.0] is fine; 2.5 is not
-        else:
-            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    arr = _asarray("lengths", lengths)
     if arr.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},) (one length per batch entry), "
                          f"got {_fmt(arr.shape)}")
-    if B and (arr.min() < 0 or arr.max() > T):
-        raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got values in "
-                         f"[{arr.min()}, {arr.max()}]")
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)       # e.g. [] (float64) for an empty batch
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise TypeError(f"lengths must be integers, got non-integral values of dtype "
+                        f"{arr.dtype}")
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or hi > T:
+        raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got values in [{lo}, {hi}]")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -206,26 +259,60 @@ def _inference_chunk(T, B, G, H):
     return max(1, min(T, _INFERENCE_CHUNK_ELEMS // max(1, B * G * H)))
 
 
-def _check_workspace(ws, cell, fn):
+def _check_ws_type(ws, cell, fn):
     if not isinstance(ws, Workspace):
         raise TypeError(f"{fn}: ws must be the Workspace returned by {cell}_forward(..., "
                         f"training=True), got {type(ws).__name__}"
                         + (" (forward ran with training=False?)" if ws is None else ""))
-    if ws.cell != cell:
-        raise ValueError(f"{fn}: ws comes from {ws.cell}_forward, not {cell}_forward")
-    if ws._consumed:
-        raise RuntimeError(f"{fn}: this workspace was already used by a backward pass (backward "
-                           f"reuses its memory); run the forward pass again")
+    if ws._cell != cell:
+        raise ValueError(f"{fn}: ws comes from {ws._cell}_forward, not {cell}_forward")
+
+
+def _take_workspace(ws, cell, fn):
+    """Validate ``ws`` and consume it atomically; return its saved arrays."""
+    _check_ws_type(ws, cell, fn)
+    T, B, I, H, P = ws._dims
+    # defence in depth: the saved arrays must be what the dimensions say (kernels trust them)
+    arrays = ws._arrays
+    if not ws._consumed:
+        n = ws._n_threads
+        if not isinstance(n, int) or not 1 <= n <= _threads_max():
+            raise ValueError(f"{fn}: corrupted workspace (n_threads = {n!r})")
+        for key, shape_fn in _WS_SHAPES[cell].items():
+            a = arrays.get(key)
+            want = shape_fn(T, B, I, H, P)
+            if (not isinstance(a, np.ndarray) or a.shape != want or a.dtype != ws._dtype
+                    or not a.flags.c_contiguous or not a.flags.aligned):
+                raise ValueError(f"{fn}: corrupted workspace ({key!r} is not a C-contiguous "
+                                 f"{ws._dtype} array of shape {_fmt(want)})")
+        lengths = arrays.get("lengths")
+        if lengths is not None and not (
+                isinstance(lengths, np.ndarray) and lengths.dtype == np.int64
+                and lengths.shape == (B,) and lengths.flags.c_contiguous
+                and (B == 0 or (lengths.min() >= 0 and lengths.max() <= T))):
+            raise ValueError(f"{fn}: corrupted workspace ('lengths')")
+    with _CONSUME_LOCK:
+        if ws._consumed:
+            raise RuntimeError(f"{fn}: this workspace was already used by a backward pass "
+                               f"(backward reuses its memory); run the forward pass again")
+        ws._consumed = True
+        arrays, ws._arrays = ws._arrays, {}
+    return arrays
+
+
+def _threads_max():
+    from ._threads import MAX_THREADS
+    return MAX_THREADS
 
 
 def _grad(name, a, dtype, shape):
     if a is None:
         return None
-    _call_dtype(**{name: a})
-    arr = _native(np.asarray(a))
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} has dtype {arr.dtype} but the forward pass ran in {dtype}")
-    return _array(name, arr, dtype, shape)
+    arr = _asarray(name, a)
+    dt = _dtype_of(name, arr)
+    if dt != dtype:
+        raise TypeError(f"{name} has dtype {dt} but the forward pass ran in {dtype}")
+    return _contig(_array(name, arr, dtype, shape), dtype)
 
 
 def _flat(a):
@@ -251,7 +338,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     x = _check_x(x, dtype)
     T, B, I = x.shape
     w_ih, w_hh, H, w_hr, P = _check_weights("lstm", w_ih, w_hh, I, dtype, w_hr)
-    _check_sizes(T, B, I, H, 4)
+    _check_sizes(T, B, I, H, 4, P)
+    x, w_ih, w_hh, w_hr = (_contig(a, dtype) for a in (x, w_ih, w_hh, w_hr))
+    training = _flag("training", training)
     h0 = _state("h0", h0, dtype, B, P)
     c0 = _state("c0", c0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, 4 * H), _bias("b_hh", b_hh, dtype, 4 * H)
@@ -289,7 +378,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         return y, h_n, c_n, None
     ws = Workspace("lstm", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
                    dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
-                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
+                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P, _token=_WS_TOKEN)
     return y, h_n, c_n, ws
 
 
@@ -301,14 +390,15 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     used ``w_hr``; a bias gradient is None when that bias was None. Gradients at padded
     positions of ``dy`` (t >= lengths[b]) are ignored. The workspace is consumed.
     """
-    _check_workspace(ws, "lstm", "lstm_backward")
-    dtype, T, B, I, H, P = ws.dtype, ws.T, ws.B, ws.I, ws.H, ws.P
+    _check_ws_type(ws, "lstm", "lstm_backward")
+    dtype, (T, B, I, H, P) = ws._dtype, ws._dims
     dy = _grad("dy", dy, dtype, (T, B, P))
     dh_n = _grad("dh_n", dh_n, dtype, (B, P))
     dc_n = _grad("dc_n", dc_n, dtype, (B, H))
-    a = ws._arrays
-    proj = a["w_hr"] is not None
-    ws._consumed = True
+    a = _take_workspace(ws, "lstm", "lstm_backward")
+    proj = a.get("w_hr") is not None
+    if proj and (a.get("us") is None or a["us"].shape != (T, B, H) or a["w_hr"].shape != (P, H)):
+        raise ValueError("lstm_backward: corrupted workspace (projection arrays)")
     dx = np.empty((T, B, I), dtype)
     dh0 = np.empty((B, P), dtype)
     dc0 = np.empty((B, H), dtype)
@@ -328,7 +418,6 @@ def lstm_backward(dy, dh_n, dc_n, ws):
                                a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
                                _flat(dc_n), a["lengths"], T, B, I, H, P, ws.n_threads, n_rows,
                                n_cols, set_threads_local_address())
-    ws._arrays = {}
     db_ih, db_hh = _split_bias_grad(db, ws)
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
     return grads + (dw_hr,) if proj else grads
@@ -368,12 +457,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     T, B, I = x.shape
     w_ih, w_hh, H, _, _ = _check_weights("gru", w_ih, w_hh, I, dtype)
     _check_sizes(T, B, I, H, 3)
+    x, w_ih, w_hh = (_contig(a, dtype) for a in (x, w_ih, w_hh))
+    training = _flag("training", training)
     h0 = _state("h0", h0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, 3 * H), _bias("b_hh", b_hh, dtype, 3 * H)
     kb_ih = b_ih if b_ih is not None else np.zeros(3 * H, dtype)
     kb_hh = b_hh if b_hh is not None else np.zeros(3 * H, dtype)
     lengths = _lengths(lengths, T, B)
-    reset_after = bool(reset_after)
+    reset_after = _flag("reset_after", reset_after)
     nt = effective_n_threads(n_threads)
     n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=reset_after)
     y = np.empty((T, B, H), dtype)
@@ -402,7 +493,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         return y, h_n, None
     ws = Workspace("gru", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
                    dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
-                        lengths=lengths), reset_after=reset_after)
+                        lengths=lengths), reset_after=reset_after, _token=_WS_TOKEN)
     return y, h_n, ws
 
 
@@ -411,12 +502,11 @@ def gru_backward(dy, dh_n, ws):
 
     Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); consumes the workspace.
     """
-    _check_workspace(ws, "gru", "gru_backward")
-    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
+    _check_ws_type(ws, "gru", "gru_backward")
+    dtype, (T, B, I, H, _) = ws._dtype, ws._dims
     dy = _grad("dy", dy, dtype, (T, B, H))
     dh_n = _grad("dh_n", dh_n, dtype, (B, H))
-    a = ws._arrays
-    ws._consumed = True
+    a = _take_workspace(ws, "gru", "gru_backward")
     dx = np.empty((T, B, I), dtype)
     dh0 = np.empty((B, H), dtype)
     dw_ih = np.empty((3 * H, I), dtype)
@@ -433,13 +523,12 @@ def gru_backward(dy, dh_n, ws):
                               a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
                               a["lengths"], T, B, I, H, ws.n_threads, n_rows, n_cols,
                               set_threads_local_address())
-    ws._arrays = {}
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
 
 # ------------------------------------------------------------------------------ RNN
 def _relu_flag(nonlinearity):
-    if nonlinearity not in ("tanh", "relu"):
+    if not isinstance(nonlinearity, str) or nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     return nonlinearity == "relu"
 
@@ -458,6 +547,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     T, B, I = x.shape
     w_ih, w_hh, H, _, _ = _check_weights("rnn", w_ih, w_hh, I, dtype)
     _check_sizes(T, B, I, H, 1)
+    x, w_ih, w_hh = (_contig(a, dtype) for a in (x, w_ih, w_hh))
+    training = _flag("training", training)
     h0 = _state("h0", h0, dtype, B, H)
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, H), _bias("b_hh", b_hh, dtype, H)
     bias = _sum_bias(b_ih, b_hh, dtype, H)
@@ -478,7 +569,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         return y, h_n, None
     ws = Workspace("rnn", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
                    dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
-                   nonlinearity=nonlinearity)
+                   nonlinearity=nonlinearity, _token=_WS_TOKEN)
     return y, h_n, ws
 
 
@@ -487,12 +578,11 @@ def rnn_backward(dy, dh_n, ws):
 
     Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); consumes the workspace.
     """
-    _check_workspace(ws, "rnn", "rnn_backward")
-    dtype, T, B, I, H = ws.dtype, ws.T, ws.B, ws.I, ws.H
+    _check_ws_type(ws, "rnn", "rnn_backward")
+    dtype, (T, B, I, H, _) = ws._dtype, ws._dims
     dy = _grad("dy", dy, dtype, (T, B, H))
     dh_n = _grad("dh_n", dh_n, dtype, (B, H))
-    a = ws._arrays
-    ws._consumed = True
+    a = _take_workspace(ws, "rnn", "rnn_backward")
     dx = np.empty((T, B, I), dtype)
     dh0 = np.empty((B, H), dtype)
     dw_ih = np.empty((H, I), dtype)
@@ -507,6 +597,5 @@ def rnn_backward(dy, dh_n, ws):
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
                               T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_rows,
                               n_cols, set_threads_local_address())
-    ws._arrays = {}
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh

@@ -167,6 +167,8 @@ cdef inline void colsum(idx rows, idx n, idx ld, const floating *a, floating *ou
 
 # ---------------------------------------------------------------- small helpers
 cdef inline void copy_or_zero(floating *dst, const floating *src, idx n) noexcept nogil:
+    if n <= 0:
+        return                      # empty arrays come as NULL: no memcpy(NULL, ..., 0)
     if src != NULL:
         memcpy(dst, src, n * sizeof(floating))
     else:
@@ -177,7 +179,7 @@ cdef inline void copy_block(floating *dst, const floating *src, idx rows, idx n,
                             idx ld) noexcept nogil:
     """dst[r, :n] = src[r, :n] for r < rows, both with row stride ld; no-op if dst == src."""
     cdef idx r
-    if dst == src:
+    if dst == src or rows <= 0 or n <= 0:
         return
     if n == ld:
         memcpy(dst, src, rows * n * sizeof(floating))
@@ -188,6 +190,8 @@ cdef inline void copy_block(floating *dst, const floating *src, idx rows, idx n,
 
 cdef inline void zero_block(floating *dst, idx rows, idx n, idx ld) noexcept nogil:
     cdef idx r
+    if rows <= 0 or n <= 0:
+        return
     if n == ld:
         memset(dst, 0, rows * n * sizeof(floating))
     else:

@@ -516,7 +516,9 @@ def rnn_backward(dy, dh_n, cache):
         dh_new, dh_skip = _split_grad(dh, None if dy is None else dy[t], m)
         h_new = acts[t]
         if relu:
-            np.multiply(dh_new, h_new > 0, out=dG[t])
+            # a select, not a product with the mask: an inactive unit passes no gradient,
+            # not even an inf/NaN one (0 * inf would be NaN), as in PyTorch
+            np.copyto(dG[t], np.where(h_new > 0, dh_new, 0))
         else:
             np.multiply(dh_new, 1 - h_new * h_new, out=dG[t])
         dh = dG[t] @ w_hh
