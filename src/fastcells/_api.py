@@ -234,8 +234,10 @@ def _lengths(lengths, T, B):
 
 
 # Hidden split pays when each thread's share of W_hh then stays in its cache while the whole
-# matrix would not (or when the batch is too small to split); see _kernels.pyx. Overridable
-# for experiments with FASTCELLS_SPLIT=batch|hidden.
+# matrix would not; with small weights a step is only microseconds of work and the per-step
+# barrier costs more than it saves (measured: batch-1 LSTM H=128 and B=16 H=64 shapes run
+# faster batch-split, LSTM H=256 B=32 faster hidden-split). See _kernels.pyx. Overridable for
+# experiments with FASTCELLS_SPLIT=batch|hidden.
 _HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
 
 
@@ -250,7 +252,7 @@ def _layout(n_threads, B, H, G, P, itemsize, hidden_ok=True):
     batch = (max(1, min(n_threads, B)), 1)
     if forced == "batch" or not can_split_hidden:
         return batch
-    if B < 2 * n_threads or G * H * P * itemsize > _HIDDEN_SPLIT_WEIGHT_BYTES:
+    if G * H * P * itemsize > _HIDDEN_SPLIT_WEIGHT_BYTES:
         return 1, n_threads
     return batch
 
