@@ -4,9 +4,11 @@
                               [--threads 1,2] [--modes train,infer] [--shapes ...]
                               [--json out.json] [--plot out.png] [--fail-if-slower]
 
-Timing method: each configuration is warmed up, then the implementations are timed in paired
-alternation (one call of each per round, order rotated every round) so that a machine drifting
-in speed affects all of them alike; the figures are medians over the rounds. Ratios are taken
+Timing method: each configuration is warmed up, then the implementations are timed in
+alternating blocks (one block of each per round, order rotated every round, each block starting
+with an untimed settle period) so that a machine drifting in speed affects all of them alike and
+no implementation pays for the idle threads of the one before; the figures are medians (and,
+for the sanity gate, minima) over all timed calls. Ratios are taken
 within one run. Unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark command only (they
 select a slower OpenBLAS kernel on some machines); the header names the kernel that ran.
 """
@@ -164,29 +166,37 @@ def peak_gflops(dtype, n_threads, n=1536):
 
 
 # ------------------------------------------------------------------------------ timing
-def time_paired(fns, budget_s, min_rounds=3, max_rounds=50, settle_s=0.01):
-    """Median seconds of each callable, timed in rotated paired alternation.
+def time_paired(fns, budget_s, min_rounds=3, max_rounds=20, settle_s=0.1):  # noqa: C901
+    """Median and best seconds of each callable, timed in rotated alternating blocks.
 
-    Between two different implementations the harness pauses ``settle_s`` (not timed): idle
-    OpenMP / BLAS worker threads keep spinning for milliseconds after a call (libgomp's default
-    spin, OpenBLAS's thread server), and on a 2-core machine that spinning would be charged to
-    whichever implementation runs next.
+    Each round runs every implementation once as a block, in an order rotated from round to
+    round so that a drifting machine affects all alike. A block first runs the implementation
+    untimed for ``settle_s`` (at least one call): idle worker threads of the implementation
+    before it -- OpenBLAS's thread server spins ~100 ms after NumPy's last matrix product,
+    libgomp's for milliseconds -- would otherwise be charged to this one, and an idle CPU
+    wakes slowly. Then it times calls worth about ``budget_s / rounds``.
     """
     names = list(fns)
-    # warm-up (also estimates the cost of one round)
-    t0 = time.perf_counter()
-    for n in names:
+    est = {}
+    for n in names:                                  # warm-up; estimates each call's cost
+        t = time.perf_counter()
         fns[n]()
-    round_s = time.perf_counter() - t0
+        est[n] = max(time.perf_counter() - t, 1e-6)
+    round_s = sum(est.values())
     rounds = int(min(max_rounds, max(min_rounds, budget_s / max(round_s, 1e-9))))
     samples = {n: [] for n in names}
     for r in range(rounds):
         k = r % len(names)
         for n in names[k:] + names[:k]:
-            time.sleep(settle_s)
-            t = time.perf_counter()
+            t_end = time.perf_counter() + settle_s
             fns[n]()
-            samples[n].append(time.perf_counter() - t)
+            while time.perf_counter() < t_end:
+                fns[n]()
+            calls = max(1, int(round(budget_s / rounds / len(names) / est[n])))
+            for _ in range(min(calls, 50)):
+                t = time.perf_counter()
+                fns[n]()
+                samples[n].append(time.perf_counter() - t)
     return ({n: float(np.median(v)) for n, v in samples.items()},
             {n: float(np.min(v)) for n, v in samples.items()}, rounds)
 
@@ -304,7 +314,8 @@ def run(args):
     for s in shape_names:
         if s not in SHAPES:
             raise SystemExit(f"--shapes: unknown shape {s!r} ({', '.join(SHAPES)})")
-    budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
+    budget = args.budget if args.budget is not None else (0.2 if args.quick else 1.0)
+    timing = dict(min_rounds=2, max_rounds=3, settle_s=0.08) if args.quick else {}
 
     header = machine_header(threads, dtypes)
     print("fastcells benchmark")
@@ -343,7 +354,7 @@ def run(args):
         for i, f in enumerate(floor_fn(cell, p, mode, nt)):
             fns[f"floor{i}"] = f
         with threadpool_limits(limits=nt, user_api="blas"):   # NumPy's BLAS for the reference
-            med, best, rounds = time_paired(fns, budget)
+            med, best, rounds = time_paired(fns, budget, **timing)
         floor = min(v for k, v in med.items() if k.startswith("floor"))
         fc = med["fastcells"]
         row = dict(cell=cell, mode=mode, shape=s, dims=[B, T, I, H], dtype=dt.name,
@@ -391,7 +402,8 @@ def run(args):
 
 
 def add_arguments(p):
-    p.add_argument("--quick", action="store_true", help="small shapes, short budget (<1 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="small shapes (latency, small, charrnn), float32, short budget")
     p.add_argument("--cells", default="lstm,gru,rnn")
     p.add_argument("--dtype", default="float32", help="comma list: float32,float64")
     p.add_argument("--threads", default=None, help="comma list, default: effective threads")
