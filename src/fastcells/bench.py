@@ -284,7 +284,8 @@ def plot(rows, path):
     ax.bar(xs + w, [1.0 / r["fastcells_over_floor"] for r in rows], w,
            label="fraction of GEMM floor")
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_ylabel("speedup (x) / floor fraction")
+    ax.set_yscale("log")
+    ax.set_ylabel("speedup (x), fraction of floor (log scale)")
     ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
     ax.set_title("fastcells: speedup vs peers and fraction of the GEMM floor")
