@@ -546,7 +546,20 @@ class LSTM(_RNNBase):
         return dx, (dh0, dc0)
 
 
-class GRU(_RNNBase):
+class _HiddenStateRNN(_RNNBase):
+    """Layers whose state is h alone (GRU, RNN): ``y, h_n = layer(x, h0)``."""
+
+    def forward(self, input, hx=None, lengths=None):
+        y, h_n, _ = self._forward(input, hx, lengths)
+        return y, h_n
+
+    def backward(self, dy=None, dh_n=None):
+        """Returns ``dx, dh0``; adds every parameter gradient into ``self.grads``."""
+        dx, dh0, _ = self._backward(dy, dh_n, None)
+        return dx, dh0
+
+
+class GRU(_HiddenStateRNN):
     """Multi-layer GRU with PyTorch's ``nn.GRU`` arguments, parameters and semantics.
 
     ``y, h_n = gru(x, h0=None, lengths=None)``; ``dx, dh0 = gru.backward(dy, dh_n)``.
@@ -566,17 +579,8 @@ class GRU(_RNNBase):
     def reset_after(self):
         return self._options["reset_after"]
 
-    def forward(self, input, hx=None, lengths=None):
-        y, h_n, _ = self._forward(input, hx, lengths)
-        return y, h_n
 
-    def backward(self, dy=None, dh_n=None):
-        """Returns ``dx, dh0``; adds every parameter gradient into ``self.grads``."""
-        dx, dh0, _ = self._backward(dy, dh_n, None)
-        return dx, dh0
-
-
-class RNN(_RNNBase):
+class RNN(_HiddenStateRNN):
     """Multi-layer Elman RNN with PyTorch's ``nn.RNN`` arguments (``nonlinearity`` 'tanh' or
     'relu', 4th positional as in PyTorch), parameters and semantics.
 
@@ -594,15 +598,6 @@ class RNN(_RNNBase):
     @property
     def nonlinearity(self):
         return self._options["nonlinearity"]
-
-    def forward(self, input, hx=None, lengths=None):
-        y, h_n, _ = self._forward(input, hx, lengths)
-        return y, h_n
-
-    def backward(self, dy=None, dh_n=None):
-        """Returns ``dx, dh0``; adds every parameter gradient into ``self.grads``."""
-        dx, dh0, _ = self._backward(dy, dh_n, None)
-        return dx, dh0
 
 
 # ------------------------------------------------------------------------------ cells

@@ -224,6 +224,18 @@ def _input_grads(dG, x, w_ih):
     return (dG2 @ w_ih).reshape(T, B, I), dG2.T @ x.reshape(T * B, I)
 
 
+def _shared_bias_grads(dG, x, w_ih, hs, has_bias):
+    """dx, dW_ih, dW_hh and the bias gradients of a cell whose x- and h-side pre-activations
+    share one gradient dG (LSTM, RNN): both biases enter the same sum, so db_ih == db_hh."""
+    dx, dw_ih = _input_grads(dG, x, w_ih)
+    dw_hh = _sum_outer(dG, hs[:-1])
+    db_ih = db_hh = None
+    if has_bias:
+        db_ih = dG.sum(axis=(0, 1))
+        db_hh = db_ih.copy()
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
 def _sum_outer(d, v):
     """Σ_t d_tᵀ v_t for (T, B, ·) arrays as one GEMM over all T·B rows (a weight gradient)."""
     return d.reshape(-1, d.shape[2]).T @ v.reshape(-1, v.shape[2])
@@ -324,12 +336,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
             dh += dh_skip
             dc += dc_skip
 
-    dx, dw_ih = _input_grads(dG, x, w_ih)
-    dw_hh = _sum_outer(dG, hs[:-1])
-    db_ih = db_hh = None
-    if cache["has_bias"]:
-        db_ih = dG.sum(axis=(0, 1))
-        db_hh = db_ih.copy()
+    dx, dw_ih, dw_hh, db_ih, db_hh = _shared_bias_grads(dG, x, w_ih, hs, cache["has_bias"])
     grads = (dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
     if w_hr is not None:
         u = gates[:, :, 3 * H:] * tanh_c  # o⊙tanh(c'), the unprojected output, (T, B, H)
@@ -525,10 +532,5 @@ def rnn_backward(dy, dh_n, cache):
         if m is not None:
             dh += dh_skip
 
-    dx, dw_ih = _input_grads(dG, x, w_ih)
-    dw_hh = _sum_outer(dG, hs[:-1])
-    db_ih = db_hh = None
-    if cache["has_bias"]:
-        db_ih = dG.sum(axis=(0, 1))
-        db_hh = db_ih.copy()
+    dx, dw_ih, dw_hh, db_ih, db_hh = _shared_bias_grads(dG, x, w_ih, hs, cache["has_bias"])
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
