@@ -150,10 +150,11 @@ def test_thread_counts_agree_to_tolerance(cell, dtype):
                 assert_results_close(_run(cell, f, u, n), one, dtype)
 
 
-def test_thread_counts_are_not_bitwise_identical():
-    """Documented: n_threads = 1 and 2 do NOT always give the same bits (they agree to the
-    tolerance above). If this starts failing, results became bitwise identical across thread
-    counts -- a new guarantee: update docs/guarantees.md ("Determinism") and this test."""
+def test_thread_counts_differ_at_most_by_rounding():
+    """Documented: n_threads = 1 and 2 agree to the tolerance; bitwise equality across thread
+    counts is not promised (docs/guarantees.md, "Determinism"). Every output element is computed
+    by one thread in the same order whatever the batch split, so results are often bitwise
+    equal, but a hidden-unit split or another BLAS kernel may change the last bits."""
     differing, worst = [], 0.0
     for cell in CELLS:
         for dtype in (np.float32, np.float64):
@@ -168,5 +169,4 @@ def test_thread_counts_are_not_bitwise_identical():
                         worst = max(worst, err / TOL[np.dtype(dtype)])
     print(f"\n{len(differing)} results differ in bits between n_threads=1 and 2; worst "
           f"difference = {worst:.2e} x tolerance")
-    assert differing, "n_threads=1 and 2 now agree bit for bit: update the docs and this test"
     assert worst <= 1.0

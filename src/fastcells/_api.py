@@ -257,6 +257,16 @@ def _layout(n_threads, B, H, G, P, itemsize, hidden_ok=True):
     return batch
 
 
+# Waking a second thread costs tens to hundreds of microseconds (measured here: a B=1, T=1,
+# H=32 LSTM step took 24 us on one thread and 285 us on two); below this much GEMM work per
+# thread an extra thread cannot pay for itself, so a call uses fewer threads than n_threads.
+_MIN_FLOPS_PER_THREAD = 16e6
+
+
+def _useful_threads(n_threads, flops):
+    return max(1, min(n_threads, int(flops // _MIN_FLOPS_PER_THREAD)))
+
+
 def _inference_chunk(T, B, G, H):
     return max(1, min(T, _INFERENCE_CHUNK_ELEMS // max(1, B * G * H)))
 
@@ -348,7 +358,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, 4 * H), _bias("b_hh", b_hh, dtype, 4 * H)
     bias = _sum_bias(b_ih, b_hh, dtype, 4 * H)
     lengths = _lengths(lengths, T, B)
-    nt = effective_n_threads(n_threads)
+    nt_requested = effective_n_threads(n_threads)
+    nt = _useful_threads(nt_requested, 2.0 * T * B * 4 * H * (I + P) + 2.0 * T * B * P * H)
     proj = w_hr is not None
     n_rows, n_cols = _layout(nt, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
     y = np.empty((T, B, P), dtype)
@@ -378,7 +389,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
                               set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
-    ws = Workspace("lstm", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+    ws = Workspace("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
                         w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P, _token=_WS_TOKEN)
     return y, h_n, c_n, ws
@@ -410,15 +421,16 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dw_hr = np.empty((P, H), dtype) if proj else None
     dhs = np.empty((T, B, P), dtype) if proj else None
     du = np.empty((B, H), dtype) if proj else None
-    n_rows, n_cols = _layout(ws.n_threads, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
-    with blas_fallback_limit(ws.n_threads):
+    nt = _useful_threads(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H)
+    n_rows, n_cols = _layout(nt, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+    with blas_fallback_limit(nt):
         _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
                                dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
                                a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
                                _flat(a["us"]), _flat(dhs), _flat(du), a["x"].reshape(-1),
                                a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
                                a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
-                               _flat(dc_n), a["lengths"], T, B, I, H, P, ws.n_threads, n_rows,
+                               _flat(dc_n), a["lengths"], T, B, I, H, P, nt, n_rows,
                                n_cols, set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
@@ -467,7 +479,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     kb_hh = b_hh if b_hh is not None else np.zeros(3 * H, dtype)
     lengths = _lengths(lengths, T, B)
     reset_after = _flag("reset_after", reset_after)
-    nt = effective_n_threads(n_threads)
+    nt_requested = effective_n_threads(n_threads)
+    nt = _useful_threads(nt_requested, 2.0 * T * B * 3 * H * (I + H))
     n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=reset_after)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
@@ -493,7 +506,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
                              set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace("gru", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+    ws = Workspace("gru", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
                         lengths=lengths), reset_after=reset_after, _token=_WS_TOKEN)
     return y, h_n, ws
@@ -516,14 +529,15 @@ def gru_backward(dy, dh_n, ws):
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = np.empty((2, B, 3 * H), dtype)
-    n_rows, n_cols = _layout(ws.n_threads, B, H, 3, H, dtype.itemsize, hidden_ok=ws.reset_after)
-    with blas_fallback_limit(ws.n_threads):
+    nt = _useful_threads(ws.n_threads, 4.0 * T * B * 3 * H * (I + H))
+    n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=ws.reset_after)
+    with blas_fallback_limit(nt):
         _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
                               a["hn"].reshape(-1), dgh.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
-                              a["lengths"], T, B, I, H, ws.n_threads, n_rows, n_cols,
+                              a["lengths"], T, B, I, H, nt, n_rows, n_cols,
                               set_threads_local_address())
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
@@ -555,7 +569,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     b_ih, b_hh = _bias("b_ih", b_ih, dtype, H), _bias("b_hh", b_hh, dtype, H)
     bias = _sum_bias(b_ih, b_hh, dtype, H)
     lengths = _lengths(lengths, T, B)
-    nt = effective_n_threads(n_threads)
+    nt_requested = effective_n_threads(n_threads)
+    nt = _useful_threads(nt_requested, 2.0 * T * B * H * (I + H))
     n_rows, n_cols = _layout(nt, B, H, 1, H, dtype.itemsize)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
@@ -569,7 +584,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
                              n_cols, set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace("rnn", dtype, T, B, I, H, nt, b_ih is not None, b_hh is not None,
+    ws = Workspace("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
                    nonlinearity=nonlinearity, _token=_WS_TOKEN)
     return y, h_n, ws
@@ -591,13 +606,14 @@ def rnn_backward(dy, dh_n, ws):
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     dg = np.empty((T, B, H), dtype)
-    n_rows, n_cols = _layout(ws.n_threads, B, H, 1, H, dtype.itemsize)
-    with blas_fallback_limit(ws.n_threads):
+    nt = _useful_threads(ws.n_threads, 4.0 * T * B * H * (I + H))
+    n_rows, n_cols = _layout(nt, B, H, 1, H, dtype.itemsize)
+    with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
-                              T, B, I, H, ws.nonlinearity == "relu", ws.n_threads, n_rows,
+                              T, B, I, H, ws.nonlinearity == "relu", nt, n_rows,
                               n_cols, set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
