@@ -303,3 +303,25 @@ def dtype(request):
 @pytest.fixture(params=CELLS)
 def cell(request):
     return request.param
+
+
+# ------------------------------------------------------------------------------ shared fixtures
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Keep torch's own thread pool out of the way of the kernels' OpenMP threads."""
+    torch = pytest.importorskip("torch")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+LAYER_BACKENDS = ("kernels", "reference")
+
+
+@pytest.fixture(params=LAYER_BACKENDS)
+def backend(request, monkeypatch):
+    """Run the layer classes on the compiled kernels and on the NumPy reference."""
+    from fastcells import _api, layers, reference
+    monkeypatch.setattr(layers, "_F", {"kernels": _api, "reference": reference}[request.param])
+    return request.param

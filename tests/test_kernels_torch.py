@@ -21,7 +21,7 @@ from conftest import (
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("torch_single_thread")]
 
 SHAPES = [
     (1, 1, 1, 1),
@@ -31,15 +31,6 @@ SHAPES = [
     (20, 32, 64, 96),
 ]
 BASE = (6, 5, 7, 11)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def torch_single_thread():
-    """Keep torch's own thread pool out of the way of the kernels' OpenMP threads."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def torch_module(cell, I, H, bias):

@@ -18,19 +18,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from fastcells import _api, layers, reference
+from fastcells import layers, reference
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 
 
 # ------------------------------------------------------------------------------ backends
-BACKENDS = {"kernels": _api, "reference": reference}
 
 
-@pytest.fixture(params=list(BACKENDS))
-def backend(request, monkeypatch):
-    monkeypatch.setattr(layers, "_F", BACKENDS[request.param])
-    return request.param
 
 
 # ------------------------------------------------------------------------------ cases

@@ -16,31 +16,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from fastcells import _api, layers, reference
+from fastcells import layers
 
 torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.torch,
     pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN"),
+    pytest.mark.usefixtures("torch_single_thread"),
 ]
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
-BACKENDS = {"kernels": _api, "reference": reference}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def torch_single_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(params=list(BACKENDS))
-def backend(request, monkeypatch):
-    monkeypatch.setattr(layers, "_F", BACKENDS[request.param])
-    return request.param
 
 
 @dataclass(frozen=True)
