@@ -14,7 +14,7 @@ alternation, use ``python -m fastcells bench`` instead.
 def pytest_addoption(parser):
     g = parser.getgroup("fastcells benchmarks")
     g.addoption("--bench-quick", action="store_true",
-                help="only the small shapes (latency, small, charrnn)")
+                help="only the quick shapes (latency, small)")
     g.addoption("--bench-dtypes", default="float32,float64")
     g.addoption("--bench-threads", default="1,2")
     g.addoption("--bench-cells", default="lstm,gru,rnn")
