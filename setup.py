@@ -49,7 +49,11 @@ extensions = [
     Extension("fastcells._blas", ["src/fastcells/_blas.pyx"], **common),
     Extension("fastcells._floor", ["src/fastcells/_floor.pyx"], **common),
     Extension("fastcells._kernels", ["src/fastcells/_kernels.pyx", "csrc/fc_cells.c"],
-              depends=["csrc/fc_cells.h", "csrc/fc_cells_impl.h", "csrc/fc_activations.h"], **common),
+              depends=["csrc/fc_cells.h", "csrc/fc_cells_impl.h", "csrc/fc_activations.h",
+                       "csrc/fc_sync.h", "csrc/fastcells.h", "src/fastcells/_capi.pxi",
+                       "src/fastcells/capi.pxd"],
+              **dict(common, define_macros=common["define_macros"]
+                     + [("FASTCELLS_BUILDING_LIBRARY", "1")])),
 ]
 
 

@@ -100,4 +100,22 @@ static inline void fc_barrier_wait(fc_barrier_t *b)
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
+/* Atomics for the C API's workspace state (a backward pass claims a workspace exactly once). */
+static inline int fc_atomic_load_int(const int *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void fc_atomic_store_int(int *p, int v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* 1 if *p was `expected` and is now `desired`, else 0 */
+static inline int fc_atomic_cas_int(int *p, int expected, int desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
 #endif

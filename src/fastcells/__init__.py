@@ -34,6 +34,36 @@ from . import interop, reference
 
 __version__ = "0.1.0"
 
+
+def get_include():
+    """Directories a downstream build needs, as a list of str.
+
+    ``[header_dir, pxd_root]``: ``header_dir`` holds ``fastcells.h`` (C extensions:
+    ``include_dirs=fastcells.get_include()``); ``pxd_root`` is the directory that contains the
+    ``fastcells`` package, where Cython finds ``fastcells/capi.pxd`` (``cythonize(...,
+    include_path=fastcells.get_include())``; ``cimport fastcells.capi``).
+    """
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    installed = _os.path.join(here, "include")
+    # an installed package carries its headers; a source checkout (editable install) has csrc/
+    source = _os.path.join(_os.path.dirname(_os.path.dirname(here)), "csrc")
+    header_dir = installed if _os.path.exists(_os.path.join(installed, "fastcells.h")) else source
+    return [header_dir, _os.path.dirname(here)]
+
+
+# The C API: function table in the capsule fastcells._C_API (import_fastcells() in fastcells.h),
+# addresses in fastcells.capi. It shares the per-thread BLAS thread setter and the
+# FASTCELLS_SPLIT override (read once, here) with the Python API.
+def _init_capi():
+    from ._api import _forced_split
+    from ._threads import set_threads_local_address
+    from . import _kernels
+    return _kernels._capi_init(__version__, set_threads_local_address(), _forced_split())
+
+
+_C_API = _init_capi()
+from . import capi  # noqa: E402
+
 __all__ = [
     "GRU",
     "GRUCell",
@@ -43,7 +73,9 @@ __all__ = [
     "RNNCell",
     "Workspace",
     "blas_info",
+    "capi",
     "effective_n_threads",
+    "get_include",
     "gru_backward",
     "gru_forward",
     "interop",

@@ -14,9 +14,6 @@ from ._threads import blas_fallback_limit, effective_n_threads, set_threads_loca
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _BLAS_INT_MAX = 2**31 - 1
-# Inference processes the input projection in chunks of timesteps holding at most this many
-# gate values, so its extra memory is O(B*H), independent of T.
-_INFERENCE_CHUNK_ELEMS = 1 << 20
 
 
 _WS_TOKEN = object()
@@ -233,42 +230,16 @@ def _lengths(lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-# Hidden split pays when each thread's share of W_hh then stays in its cache while the whole
-# matrix would not; with small weights a step is only microseconds of work and the per-step
-# barrier costs more than it saves (measured: batch-1 LSTM H=128 and B=16 H=64 shapes run
-# faster batch-split, LSTM H=256 B=32 faster hidden-split). See _kernels.pyx. Overridable for
-# experiments with FASTCELLS_SPLIT=batch|hidden.
-_HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
+def _forced_split():
+    """FASTCELLS_SPLIT=batch|hidden forces the time loop's thread layout (for experiments)."""
+    return {"batch": 1, "hidden": 2}.get(os.environ.get("FASTCELLS_SPLIT", ""), 0)
 
 
-def _layout(n_threads, B, H, G, P, itemsize, hidden_ok=True):
-    """(n_rows, n_cols) thread grid of the time loop: batch split or hidden-unit split."""
-    if n_threads <= 1:
-        return 1, 1
-    forced = os.environ.get("FASTCELLS_SPLIT", "")
-    can_split_hidden = hidden_ok and H >= 32 * n_threads
-    if can_split_hidden and forced == "hidden":
-        return 1, n_threads
-    batch = (max(1, min(n_threads, B)), 1)
-    if forced == "batch" or not can_split_hidden:
-        return batch
-    if G * H * P * itemsize > _HIDDEN_SPLIT_WEIGHT_BYTES:
-        return 1, n_threads
-    return batch
-
-
-# Waking a second thread costs tens to hundreds of microseconds (measured here: a B=1, T=1,
-# H=32 LSTM step took 24 us on one thread and 285 us on two); below this much GEMM work per
-# thread an extra thread cannot pay for itself, so a call uses fewer threads than n_threads.
-_MIN_FLOPS_PER_THREAD = 16e6
-
-
-def _useful_threads(n_threads, flops):
-    return max(1, min(n_threads, int(flops // _MIN_FLOPS_PER_THREAD)))
-
-
-def _inference_chunk(T, B, G, H):
-    return max(1, min(T, _INFERENCE_CHUNK_ELEMS // max(1, B * G * H)))
+def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True):
+    """(threads, n_rows, n_cols) for a call: fewer threads for small work, and the time loop's
+    thread grid (batch split or hidden-unit split). The rule lives in _capi.pxi, shared with
+    the C API."""
+    return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _forced_split())
 
 
 def _check_ws_type(ws, cell, fn):
@@ -359,9 +330,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     bias = _sum_bias(b_ih, b_hh, dtype, 4 * H)
     lengths = _lengths(lengths, T, B)
     nt_requested = effective_n_threads(n_threads)
-    nt = _useful_threads(nt_requested, 2.0 * T * B * 4 * H * (I + P) + 2.0 * T * B * P * H)
     proj = w_hr is not None
-    n_rows, n_cols = _layout(nt, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+    nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 4 * H * (I + P) + 2.0 * T * B * P * H,
+                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
     y = np.empty((T, B, P), dtype)
     h_n = np.empty((B, P), dtype)
     c_n = np.empty((B, H), dtype)
@@ -373,7 +344,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         us = np.empty((T, B, H), dtype) if proj else None
         chunk = T
     else:
-        chunk = _inference_chunk(T, B, 4, H)
+        chunk = _kernels.chunk_steps(T, B, 4, H)
         gates = np.empty((chunk, B, 4 * H), dtype)
         cs = hs = None
         us = np.empty((B, H), dtype) if proj else None
@@ -421,8 +392,8 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dw_hr = np.empty((P, H), dtype) if proj else None
     dhs = np.empty((T, B, P), dtype) if proj else None
     du = np.empty((B, H), dtype) if proj else None
-    nt = _useful_threads(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H)
-    n_rows, n_cols = _layout(nt, B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H,
+                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
     with blas_fallback_limit(nt):
         _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
                                dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
@@ -480,8 +451,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     lengths = _lengths(lengths, T, B)
     reset_after = _flag("reset_after", reset_after)
     nt_requested = effective_n_threads(n_threads)
-    nt = _useful_threads(nt_requested, 2.0 * T * B * 3 * H * (I + H))
-    n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=reset_after)
+    nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 3 * H * (I + H), B, H, 3, H,
+                               dtype.itemsize, hidden_ok=reset_after)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     gh = np.empty((B, 3 * H), dtype)
@@ -492,7 +463,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         hs = np.empty((T, B, H), dtype)
         chunk = T
     else:
-        chunk = _inference_chunk(T, B, 3, H)
+        chunk = _kernels.chunk_steps(T, B, 3, H)
         gates = np.empty((chunk, B, 3 * H), dtype)
         hn = None if reset_after else np.empty((B, H), dtype)
         hs = None
@@ -529,8 +500,8 @@ def gru_backward(dy, dh_n, ws):
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = np.empty((2, B, 3 * H), dtype)
-    nt = _useful_threads(ws.n_threads, 4.0 * T * B * 3 * H * (I + H))
-    n_rows, n_cols = _layout(nt, B, H, 3, H, dtype.itemsize, hidden_ok=ws.reset_after)
+    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 3 * H * (I + H), B, H, 3, H,
+                               dtype.itemsize, hidden_ok=ws.reset_after)
     with blas_fallback_limit(nt):
         _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
@@ -570,8 +541,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     bias = _sum_bias(b_ih, b_hh, dtype, H)
     lengths = _lengths(lengths, T, B)
     nt_requested = effective_n_threads(n_threads)
-    nt = _useful_threads(nt_requested, 2.0 * T * B * H * (I + H))
-    n_rows, n_cols = _layout(nt, B, H, 1, H, dtype.itemsize)
+    nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * H * (I + H), B, H, 1, H,
+                               dtype.itemsize)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     hs = np.empty((T, B, H), dtype) if training else None
@@ -606,8 +577,8 @@ def rnn_backward(dy, dh_n, ws):
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     dg = np.empty((T, B, H), dtype)
-    nt = _useful_threads(ws.n_threads, 4.0 * T * B * H * (I + H))
-    n_rows, n_cols = _layout(nt, B, H, 1, H, dtype.itemsize)
+    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
+                               dtype.itemsize)
     with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),

@@ -1027,3 +1027,7 @@ def vtanh(const floating[::1] x, floating[::1] out):
 def omp_max_threads():
     """omp_get_max_threads(): respects OMP_NUM_THREADS; 1 when built without OpenMP."""
     return openmp.omp_get_max_threads()
+
+
+# ================================================================= C API (csrc/fastcells.h)
+include "_capi.pxi"

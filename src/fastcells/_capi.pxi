@@ -1,0 +1,720 @@
+# The C API (csrc/fastcells.h): the kernels above behind plain C entry points that validate
+# their arguments, carve the caller's workspace, and return a status code. Included by
+# _kernels.pyx; the function table is published as the capsule fastcells._C_API and its
+# addresses through fastcells.capi.
+#
+# Workspace layout: a 64-byte header (ws_header) then the buffers of the cell, each starting at a
+# multiple of 64 bytes from the start; the same function computes the layout for the size query,
+# the forward and the backward (lstm_ws / gru_ws / rnn_ws), so they cannot disagree.
+from libc.stdint cimport int32_t, uint32_t
+from cpython.pycapsule cimport PyCapsule_New
+from fastcells.capi cimport (
+    fastcells_capi_t, FASTCELLS_API_VERSION, FC_OK, FC_ERR_NULL, FC_ERR_SIZE, FC_ERR_ARG,
+    FC_ERR_WORKSPACE_SIZE, FC_ERR_WORKSPACE_STATE)
+
+cdef extern from "fc_sync.h" nogil:
+    int fc_atomic_load_int(const int *p)
+    void fc_atomic_store_int(int *p, int v)
+    int fc_atomic_cas_int(int *p, int expected, int desired)
+
+cdef enum:
+    WS_ALIGN = 64
+    WS_MAGIC = 0x53574346          # "FCWS"
+    WS_READY = 1                   # state: a training forward is saved, not yet consumed
+    WS_CONSUMED = 2                # state: anything else (fresh, inference, consumed)
+    CELL_LSTM = 1
+    CELL_GRU = 2
+    CELL_RNN = 3
+    HAS_H0 = 1                     # flags: which optional inputs the forward pass had
+    HAS_C0 = 2
+    HAS_LENGTHS = 4
+    FLAG_OPTION = 8                # GRU reset_after / RNN relu
+    MAX_SLOTS = 12
+
+ctypedef struct ws_header:         # 64 bytes at the start of a workspace
+    uint32_t magic
+    int state                      # accessed atomically (fc_sync.h)
+    int32_t cell
+    int32_t itemsize
+    int32_t flags
+    int32_t reserved
+    int64_t T, B, I, H, P          # P: LSTM projection size, else 0
+
+# ---------------------------------------------------------------- planning (shared with _api.py)
+# Waking a second thread costs tens to hundreds of microseconds (measured here: a B=1, T=1, H=32
+# LSTM step took 24 us on one thread and 285 us on two); below this much GEMM work per thread an
+# extra thread cannot pay for itself, so a call uses fewer threads than it may.
+cdef double MIN_FLOPS_PER_THREAD = 16e6
+# Hidden split pays when each thread's share of W_hh stays in its cache while the whole matrix
+# would not; with small weights a step is microseconds and the per-step barrier costs more than
+# it saves (measured: batch-1 LSTM H=128 and B=16 H=64 run faster batch-split, LSTM H=256 B=32
+# faster hidden-split).
+cdef double HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
+# Inference processes the input projection in chunks of timesteps holding at most this many gate
+# values, so its extra memory is O(B*H), independent of T.
+cdef enum:
+    INFERENCE_CHUNK_ELEMS = 1 << 20
+    MAX_THREADS = 4096             # as fastcells._threads.MAX_THREADS
+    BLAS_INT_MAX = 2147483647
+
+cdef int useful_threads(int n, double flops) noexcept nogil:
+    cdef double k = flops / MIN_FLOPS_PER_THREAD
+    if k < 1:
+        return 1
+    return n if k >= n else <int>k
+
+
+cdef void thread_layout(int nt, idx B, idx H, int G, idx P, int itemsize, bint hidden_ok,
+                        int forced, int *n_rows, int *n_cols) noexcept nogil:
+    # (n_rows, n_cols) grid of the time loop; forced: 0 = choose, 1 = batch, 2 = hidden split
+    cdef bint can_split_hidden = hidden_ok and H >= 32 * nt
+    n_rows[0] = 1
+    n_cols[0] = 1
+    if nt <= 1:
+        return
+    if can_split_hidden and (forced == 2 or (
+            forced != 1 and <double>G * H * P * itemsize > HIDDEN_SPLIT_WEIGHT_BYTES)):
+        n_cols[0] = nt
+        return
+    n_rows[0] = <int>(B if B < nt else nt) if B > 0 else 1
+
+
+cdef idx inference_chunk(idx T, idx B, int G, idx H) noexcept nogil:
+    cdef idx per_step = B * G * H, c
+    if per_step < 1:
+        per_step = 1
+    c = INFERENCE_CHUNK_ELEMS // per_step
+    if c > T:
+        c = T
+    return c if c > 1 else 1
+
+
+def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
+         int itemsize, bint hidden_ok, int forced):
+    """(threads, n_rows, n_cols) a call of this size uses (the same rule as the C API)."""
+    cdef int nt = useful_threads(n_threads, flops), rows, cols
+    thread_layout(nt, B, H, G, P, itemsize, hidden_ok, forced, &rows, &cols)
+    return nt, rows, cols
+
+
+def chunk_steps(Py_ssize_t T, Py_ssize_t B, int G, Py_ssize_t H):
+    """Timesteps per input-projection chunk of an inference forward."""
+    return inference_chunk(T, B, G, H)
+
+
+# ---------------------------------------------------------------- state set by fastcells/__init__
+cdef set_threads_fn _capi_set_threads = NULL
+cdef int _capi_forced_split = 0
+cdef bytes _capi_version_bytes = b"unknown"
+cdef fastcells_capi_t _table
+cdef object _capsule = None
+
+
+# ---------------------------------------------------------------- checks
+cdef inline bint fits_blas(int64_t v) noexcept nogil:
+    return 0 <= v <= BLAS_INT_MAX
+
+
+cdef int check_dims(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int G) noexcept nogil:
+    if T < 0 or B < 0 or I < 0 or H < 1 or P < 0:
+        return FC_ERR_SIZE
+    # everything handed to BLAS must fit its 32-bit integers (then no product below overflows
+    # int64 before the byte count is checked)
+    if not (fits_blas(T * B) and fits_blas(G * H) and fits_blas(I) and fits_blas(P)):
+        return FC_ERR_SIZE
+    return FC_OK
+
+
+cdef int resolve_threads(int n_threads, int *nt) noexcept nogil:
+    if n_threads < 0 or n_threads > MAX_THREADS:
+        return FC_ERR_ARG
+    nt[0] = n_threads if n_threads > 0 else openmp.omp_get_max_threads()
+    if nt[0] < 1:
+        nt[0] = 1
+    if _capi_set_threads == NULL:
+        # no per-thread BLAS thread setter: a threaded BLAS inside our threads would
+        # oversubscribe, and the C API changes no global state -- run single-threaded
+        nt[0] = 1
+    return FC_OK
+
+
+cdef int check_lengths(const int64_t *lengths, int64_t B, int64_t T) noexcept nogil:
+    cdef int64_t b
+    if lengths == NULL:
+        return FC_OK
+    for b in range(B):
+        if lengths[b] < 0 or lengths[b] > T:
+            return FC_ERR_ARG
+    return FC_OK
+
+
+cdef inline bint missing(const void *p, int64_t n) noexcept nogil:
+    # a required array is NULL (arrays with no elements may be NULL)
+    return p == NULL and n > 0
+
+
+cdef int64_t carve(const double *counts, int n, int itemsize, int64_t *off) noexcept nogil:
+    # offsets of n buffers of counts[k] elements after the header; total bytes, or FC_ERR_SIZE
+    cdef double total = WS_ALIGN, nbytes
+    cdef int k
+    for k in range(n):
+        off[k] = <int64_t>total
+        nbytes = counts[k] * itemsize
+        total += (<int64_t>((nbytes + WS_ALIGN - 1) / WS_ALIGN)) * <double>WS_ALIGN
+    if total > 4.0e18:
+        return FC_ERR_SIZE
+    return <int64_t>total
+
+
+cdef int check_ws(void *ws, int64_t ws_bytes, int64_t need) noexcept nogil:
+    if need < 0:
+        return <int>need
+    if ws == NULL or ws_bytes < need or (<uintptr_t>ws) % 8 != 0:
+        return FC_ERR_WORKSPACE_SIZE
+    return FC_OK
+
+
+cdef void ws_begin(void *ws) noexcept nogil:
+    # a forward pass invalidates whatever the workspace held before
+    cdef ws_header *hd = <ws_header *>ws
+    fc_atomic_store_int(&hd.state, WS_CONSUMED)
+
+
+cdef void ws_publish(void *ws, int cell, int itemsize, int flags, int64_t T, int64_t B,
+                     int64_t I, int64_t H, int64_t P) noexcept nogil:
+    cdef ws_header *hd = <ws_header *>ws
+    hd.magic = WS_MAGIC
+    hd.cell = cell
+    hd.itemsize = itemsize
+    hd.flags = flags
+    hd.reserved = 0
+    hd.T = T
+    hd.B = B
+    hd.I = I
+    hd.H = H
+    hd.P = P
+    fc_atomic_store_int(&hd.state, WS_READY)          # release: the saved data is complete
+
+
+cdef int ws_claim(void *ws, int cell, int itemsize, int flags, int64_t T, int64_t B, int64_t I,
+                  int64_t H, int64_t P) noexcept nogil:
+    # a backward pass takes the workspace: it must hold a matching, unconsumed training forward
+    cdef ws_header *hd = <ws_header *>ws
+    if fc_atomic_load_int(&hd.state) != WS_READY:
+        return FC_ERR_WORKSPACE_STATE
+    if (hd.magic != WS_MAGIC or hd.cell != cell or hd.itemsize != itemsize
+            or hd.flags != flags or hd.T != T or hd.B != B or hd.I != I or hd.H != H
+            or hd.P != P):
+        return FC_ERR_WORKSPACE_STATE
+    if not fc_atomic_cas_int(&hd.state, WS_READY, WS_CONSUMED):
+        return FC_ERR_WORKSPACE_STATE                 # another backward took it first
+    return FC_OK
+
+
+cdef int input_flags(const void *h0, const void *c0, const int64_t *lengths,
+                     bint option) noexcept nogil:
+    return ((HAS_H0 if h0 != NULL else 0) | (HAS_C0 if c0 != NULL else 0)
+            | (HAS_LENGTHS if lengths != NULL else 0) | (FLAG_OPTION if option else 0))
+
+
+cdef void transpose_into(floating *dst, const floating *src, idx rows, idx cols) noexcept nogil:
+    # dst (cols, rows) = src (rows, cols)^T, in 32 x 32 tiles
+    cdef idx i0, j0, i, j, i1, j1
+    for i0 in range(0, rows, 32):
+        i1 = i0 + 32 if i0 + 32 < rows else rows
+        for j0 in range(0, cols, 32):
+            j1 = j0 + 32 if j0 + 32 < cols else cols
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    dst[j * rows + i] = src[i * cols + j]
+
+
+cdef void bias_sum(floating *dst, const floating *a, const floating *b, idx n) noexcept nogil:
+    cdef idx j
+    for j in range(n):
+        dst[j] = (a[j] if a != NULL else 0) + (b[j] if b != NULL else 0)
+
+
+cdef inline floating *slot(void *ws, const int64_t *off, int k, floating *like) noexcept nogil:
+    # the k-th buffer of the workspace, typed like `like` (only its type matters)
+    return <floating *>(<char *>ws + off[k])
+
+
+# ---------------------------------------------------------------- LSTM
+cdef enum:
+    L_WT, L_WRT, L_BIAS, L_ZERO, L_GATES, L_CS, L_HS, L_US, L_DHS, L_DU, L_HBUF, L_N
+
+cdef int64_t lstm_ws(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint training,
+                     int itemsize, int64_t *off) noexcept nogil:
+    cdef double c[L_N]
+    cdef bint proj = P > 0
+    cdef int64_t Pe = P if proj else H
+    cdef double TB = <double>T * B, G = 4
+    c[L_WT] = <double>Pe * G * H                       # W_hh^T (P, 4H)
+    c[L_WRT] = <double>H * P if proj else 0            # W_hr^T (H, P)
+    c[L_BIAS] = G * H                                  # b_ih + b_hh
+    c[L_ZERO] = <double>B * (Pe if Pe > H else H)      # zeros for absent h0 / c0
+    c[L_GATES] = (TB if training else <double>inference_chunk(T, B, 4, H) * B) * G * H
+    c[L_CS] = TB * H if training else 0
+    c[L_HS] = TB * Pe if training else 0
+    c[L_US] = (TB if training else B) * H if proj else 0
+    c[L_DHS] = TB * Pe if training and proj else 0     # backward scratch
+    c[L_DU] = <double>B * H if training and proj else 0
+    c[L_HBUF] = 0 if training else <double>B * Pe
+    return carve(c, L_N, itemsize, off)
+
+
+cdef int64_t lstm_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int training,
+                          int itemsize) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st = check_dims(T, B, I, H, P, 4)
+    if st != FC_OK:
+        return st
+    if training != 0 and training != 1:
+        return FC_ERR_ARG
+    return lstm_ws(T, B, I, H, P, training, itemsize, off)
+
+cdef int64_t lstm_ws_size_f32(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+                              int training) noexcept nogil:
+    return lstm_ws_size(T, B, I, H, P, training, 4)
+
+cdef int64_t lstm_ws_size_f64(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P,
+                              int training) noexcept nogil:
+    return lstm_ws_size(T, B, I, H, P, training, 8)
+
+
+cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, int64_t ws_bytes,
+                           const floating *x, const floating *h0, const floating *c0,
+                           const floating *w_ih, const floating *w_hh, const floating *b_ih,
+                           const floating *b_hh, const floating *w_hr, const int64_t *lengths,
+                           int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int training,
+                           int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef bint proj = P > 0
+    cdef int64_t Pe = P if proj else H, G = 4
+    cdef floating *zero
+    st = check_dims(T, B, I, H, P, 4)
+    if st != FC_OK:
+        return st
+    if training != 0 and training != 1:
+        return FC_ERR_ARG
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(y, T * B * Pe) or missing(h_n, B * Pe) or missing(c_n, B * H)
+            or missing(x, T * B * I) or missing(w_ih, G * H * I) or w_hh == NULL
+            or (proj and w_hr == NULL)):
+        return FC_ERR_NULL
+    if not proj and w_hr != NULL:
+        return FC_ERR_ARG                  # w_hr given but P = 0: ambiguous, refuse
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, lstm_ws(T, B, I, H, P, training, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    ws_begin(ws)
+    zero = slot(ws, off, L_ZERO, y)
+    memset(zero, 0, B * (Pe if Pe > H else H) * sizeof(floating))
+    transpose_into(slot(ws, off, L_WT, y), w_hh, G * H, Pe)
+    if proj:
+        transpose_into(slot(ws, off, L_WRT, y), w_hr, Pe, H)
+    bias_sum(slot(ws, off, L_BIAS, y), b_ih, b_hh, G * H)
+    nt = useful_threads(nt, 2.0 * T * B * G * H * (I + Pe) + 2.0 * T * B * Pe * H)
+    thread_layout(nt, B, H, 4, Pe, sizeof(floating), not proj, _capi_forced_split, &rows, &cols)
+    st = lstm_fwd(y, h_n, c_n, slot(ws, off, L_GATES, y),
+                  slot(ws, off, L_CS, y) if training else NULL,
+                  slot(ws, off, L_HS, y) if training else NULL,
+                  slot(ws, off, L_US, y) if proj else NULL,
+                  NULL if training else slot(ws, off, L_HBUF, y),
+                  x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih,
+                  slot(ws, off, L_WT, y), slot(ws, off, L_BIAS, y),
+                  slot(ws, off, L_WRT, y) if proj else NULL, lengths,
+                  T, B, I, H, Pe, T if training else inference_chunk(T, B, 4, H),
+                  nt, rows, cols, _capi_set_threads)
+    if st == FC_OK and training:
+        ws_publish(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
+                   T, B, I, H, P)
+    return st
+
+
+cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating *dw_ih,
+                            floating *dw_hh, floating *db_ih, floating *db_hh, floating *dw_hr,
+                            void *ws, int64_t ws_bytes, const floating *dy,
+                            const floating *dh_n, const floating *dc_n, const floating *x,
+                            const floating *h0, const floating *c0, const floating *w_ih,
+                            const floating *w_hh, const floating *w_hr,
+                            const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
+                            int64_t P, int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef bint proj = P > 0
+    cdef int64_t Pe = P if proj else H, G = 4
+    cdef floating *zero
+    cdef floating *db
+    st = check_dims(T, B, I, H, P, 4)
+    if st != FC_OK:
+        return st
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(dx, T * B * I) or missing(dh0, B * Pe) or missing(dc0, B * H)
+            or missing(dw_ih, G * H * I) or dw_hh == NULL or (proj and dw_hr == NULL)
+            or missing(x, T * B * I) or missing(w_ih, G * H * I) or w_hh == NULL
+            or (proj and w_hr == NULL)):
+        return FC_ERR_NULL
+    if not proj and (w_hr != NULL or dw_hr != NULL):
+        return FC_ERR_ARG
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, lstm_ws(T, B, I, H, P, True, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    st = ws_claim(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
+                  T, B, I, H, P)
+    if st != FC_OK:
+        return st
+    zero = slot(ws, off, L_ZERO, dx)
+    db = db_ih if db_ih != NULL else db_hh
+    nt = useful_threads(nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H)
+    thread_layout(nt, B, H, 4, Pe, sizeof(floating), not proj, _capi_forced_split, &rows, &cols)
+    st = lstm_bwd(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr if proj else NULL,
+                  slot(ws, off, L_GATES, dx), slot(ws, off, L_CS, dx), slot(ws, off, L_HS, dx),
+                  slot(ws, off, L_US, dx) if proj else NULL,
+                  slot(ws, off, L_DHS, dx) if proj else NULL,
+                  slot(ws, off, L_DU, dx) if proj else NULL,
+                  x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
+                  w_hr if proj else NULL, dy, dh_n, dc_n, lengths, T, B, I, H, Pe,
+                  nt, rows, cols, _capi_set_threads)
+    if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
+        memcpy(db_hh, db_ih, G * H * sizeof(floating))   # both biases enter the same sum
+    return st
+
+
+# ---------------------------------------------------------------- GRU
+cdef enum:
+    G_WT, G_ZERO, G_GH, G_GATES, G_HN, G_HS, G_DGH, G_HBUF, G_N
+
+cdef int64_t gru_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint reset_after, bint training,
+                    int itemsize, int64_t *off) noexcept nogil:
+    cdef double c[G_N]
+    cdef double TB = <double>T * B, G = 3
+    c[G_WT] = G * H * H                                # W_hh^T (H, 3H)
+    c[G_ZERO] = <double>B * H if B * H > 3 * H else 3.0 * H   # zeros: h0, b_ih, b_hh
+    c[G_GH] = <double>B * G * H                        # h W_hh^T of a step
+    c[G_GATES] = (TB if training else <double>inference_chunk(T, B, 3, H) * B) * G * H
+    c[G_HN] = TB * H if training else (0 if reset_after else <double>B * H)
+    c[G_HS] = TB * H if training else 0
+    c[G_DGH] = 2.0 * B * G * H if training else 0      # backward scratch
+    c[G_HBUF] = 0 if training else <double>B * H
+    return carve(c, G_N, itemsize, off)
+
+
+cdef int64_t gru_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int reset_after,
+                         int training, int itemsize) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st = check_dims(T, B, I, H, 0, 3)
+    if st != FC_OK:
+        return st
+    if training not in (0, 1) or reset_after not in (0, 1):
+        return FC_ERR_ARG
+    return gru_ws(T, B, I, H, reset_after, training, itemsize, off)
+
+cdef int64_t gru_ws_size_f32(int64_t T, int64_t B, int64_t I, int64_t H, int reset_after,
+                             int training) noexcept nogil:
+    return gru_ws_size(T, B, I, H, reset_after, training, 4)
+
+cdef int64_t gru_ws_size_f64(int64_t T, int64_t B, int64_t I, int64_t H, int reset_after,
+                             int training) noexcept nogil:
+    return gru_ws_size(T, B, I, H, reset_after, training, 8)
+
+
+cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes,
+                          const floating *x, const floating *h0, const floating *w_ih,
+                          const floating *w_hh, const floating *b_ih, const floating *b_hh,
+                          const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
+                          int reset_after, int training, int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef int64_t G = 3
+    cdef floating *zero
+    st = check_dims(T, B, I, H, 0, 3)
+    if st != FC_OK:
+        return st
+    if training not in (0, 1) or reset_after not in (0, 1):
+        return FC_ERR_ARG
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(y, T * B * H) or missing(h_n, B * H) or missing(x, T * B * I)
+            or missing(w_ih, G * H * I) or w_hh == NULL):
+        return FC_ERR_NULL
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, gru_ws(T, B, I, H, reset_after, training, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    ws_begin(ws)
+    zero = slot(ws, off, G_ZERO, y)
+    memset(zero, 0, (B * H if B * H > 3 * H else 3 * H) * sizeof(floating))
+    transpose_into(slot(ws, off, G_WT, y), w_hh, G * H, H)
+    nt = useful_threads(nt, 2.0 * T * B * G * H * (I + H))
+    thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
+    st = gru_fwd(y, h_n, slot(ws, off, G_GATES, y),
+                 slot(ws, off, G_HN, y) if training or not reset_after else NULL,
+                 slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
+                 NULL if training else slot(ws, off, G_HBUF, y),
+                 x, h0 if h0 != NULL else zero, w_ih, slot(ws, off, G_WT, y),
+                 b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
+                 lengths, T, B, I, H, T if training else inference_chunk(T, B, 3, H),
+                 nt, rows, cols, _capi_set_threads)
+    if st == FC_OK and training:
+        ws_publish(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),
+                   T, B, I, H, 0)
+    return st
+
+
+cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
+                           floating *db_ih, floating *db_hh, void *ws, int64_t ws_bytes,
+                           const floating *dy, const floating *dh_n, const floating *x,
+                           const floating *h0, const floating *w_ih, const floating *w_hh,
+                           const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
+                           int reset_after, int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef int64_t G = 3
+    st = check_dims(T, B, I, H, 0, 3)
+    if st != FC_OK:
+        return st
+    if reset_after not in (0, 1):
+        return FC_ERR_ARG
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(dx, T * B * I) or missing(dh0, B * H) or missing(dw_ih, G * H * I)
+            or dw_hh == NULL or missing(x, T * B * I) or missing(w_ih, G * H * I)
+            or w_hh == NULL):
+        return FC_ERR_NULL
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, gru_ws(T, B, I, H, reset_after, True, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    st = ws_claim(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),
+                  T, B, I, H, 0)
+    if st != FC_OK:
+        return st
+    nt = useful_threads(nt, 4.0 * T * B * G * H * (I + H))
+    thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
+    return gru_bwd(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, slot(ws, off, G_GATES, dx),
+                   slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), slot(ws, off, G_HS, dx),
+                   x, h0 if h0 != NULL else slot(ws, off, G_ZERO, dx), w_ih, w_hh, reset_after,
+                   dy, dh_n, lengths, T, B, I, H, nt, rows, cols, _capi_set_threads)
+
+
+# ---------------------------------------------------------------- Elman RNN
+cdef enum:
+    R_WT, R_BIAS, R_ZERO, R_HS, R_DG, R_HBUF, R_N
+
+cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, int itemsize,
+                    int64_t *off) noexcept nogil:
+    cdef double c[R_N]
+    cdef double TB = <double>T * B
+    c[R_WT] = <double>H * H                            # W_hh^T (H, H)
+    c[R_BIAS] = H                                      # b_ih + b_hh
+    c[R_ZERO] = <double>B * H                          # zeros for an absent h0
+    c[R_HS] = TB * H if training else 0
+    c[R_DG] = TB * H if training else 0                # backward scratch
+    c[R_HBUF] = 0 if training else <double>B * H
+    return carve(c, R_N, itemsize, off)
+
+
+cdef int64_t rnn_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int relu, int training,
+                         int itemsize) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st = check_dims(T, B, I, H, 0, 1)
+    if st != FC_OK:
+        return st
+    if training not in (0, 1) or relu not in (0, 1):
+        return FC_ERR_ARG
+    return rnn_ws(T, B, I, H, training, itemsize, off)
+
+cdef int64_t rnn_ws_size_f32(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
+                             int training) noexcept nogil:
+    return rnn_ws_size(T, B, I, H, relu, training, 4)
+
+cdef int64_t rnn_ws_size_f64(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
+                             int training) noexcept nogil:
+    return rnn_ws_size(T, B, I, H, relu, training, 8)
+
+
+cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes,
+                          const floating *x, const floating *h0, const floating *w_ih,
+                          const floating *w_hh, const floating *b_ih, const floating *b_hh,
+                          const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
+                          int relu, int training, int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef floating *zero
+    st = check_dims(T, B, I, H, 0, 1)
+    if st != FC_OK:
+        return st
+    if training not in (0, 1) or relu not in (0, 1):
+        return FC_ERR_ARG
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(y, T * B * H) or missing(h_n, B * H) or missing(x, T * B * I)
+            or missing(w_ih, H * I) or w_hh == NULL):
+        return FC_ERR_NULL
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, rnn_ws(T, B, I, H, training, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    ws_begin(ws)
+    zero = slot(ws, off, R_ZERO, y)
+    memset(zero, 0, B * H * sizeof(floating))
+    transpose_into(slot(ws, off, R_WT, y), w_hh, H, H)
+    bias_sum(slot(ws, off, R_BIAS, y), b_ih, b_hh, H)
+    nt = useful_threads(nt, 2.0 * T * B * H * (I + H))
+    thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
+    st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
+                 NULL if training else slot(ws, off, R_HBUF, y),
+                 x, h0 if h0 != NULL else zero, w_ih, slot(ws, off, R_WT, y),
+                 slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols,
+                 _capi_set_threads)
+    if st == FC_OK and training:
+        ws_publish(ws, CELL_RNN, sizeof(floating), input_flags(h0, NULL, lengths, relu),
+                   T, B, I, H, 0)
+    return st
+
+
+cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
+                           floating *db_ih, floating *db_hh, void *ws, int64_t ws_bytes,
+                           const floating *dy, const floating *dh_n, const floating *x,
+                           const floating *h0, const floating *w_ih, const floating *w_hh,
+                           const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
+                           int relu, int n_threads) noexcept nogil:
+    cdef int64_t off[MAX_SLOTS]
+    cdef int st, nt, rows, cols
+    cdef floating *db
+    st = check_dims(T, B, I, H, 0, 1)
+    if st != FC_OK:
+        return st
+    if relu not in (0, 1):
+        return FC_ERR_ARG
+    st = resolve_threads(n_threads, &nt)
+    if st != FC_OK:
+        return st
+    if (missing(dx, T * B * I) or missing(dh0, B * H) or missing(dw_ih, H * I)
+            or dw_hh == NULL or missing(x, T * B * I) or missing(w_ih, H * I) or w_hh == NULL):
+        return FC_ERR_NULL
+    st = check_lengths(lengths, B, T)
+    if st != FC_OK:
+        return st
+    st = check_ws(ws, ws_bytes, rnn_ws(T, B, I, H, True, sizeof(floating), off))
+    if st != FC_OK:
+        return st
+    st = ws_claim(ws, CELL_RNN, sizeof(floating), input_flags(h0, NULL, lengths, relu),
+                  T, B, I, H, 0)
+    if st != FC_OK:
+        return st
+    db = db_ih if db_ih != NULL else db_hh
+    nt = useful_threads(nt, 4.0 * T * B * H * (I + H))
+    thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
+    st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), slot(ws, off, R_HS, dx),
+                 x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
+                 lengths, T, B, I, H, relu, nt, rows, cols, _capi_set_threads)
+    if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
+        memcpy(db_hh, db_ih, H * sizeof(floating))   # both biases enter the same sum
+    return st
+
+
+# ---------------------------------------------------------------- table, capsule, addresses
+cdef const char *capi_strerror(int status) noexcept nogil:
+    if status == FC_OK:
+        return b"fastcells: success"
+    if status == FC_ERR_NULL:
+        return b"fastcells: a required pointer is NULL"
+    if status == FC_ERR_SIZE:
+        return b"fastcells: a size is negative (or H < 1), or too large for BLAS's 32-bit integers"
+    if status == FC_ERR_ARG:
+        return (b"fastcells: bad argument (n_threads outside [0, 4096], a flag not 0/1, lengths "
+                b"outside [0, T], or w_hr given with P = 0)")
+    if status == FC_ERR_WORKSPACE_SIZE:
+        return b"fastcells: workspace is NULL, not 8-byte aligned, or smaller than the size query"
+    if status == FC_ERR_WORKSPACE_STATE:
+        return (b"fastcells: workspace holds no unconsumed training forward of this cell, dtype, "
+                b"shape and inputs (run the training forward again)")
+    return b"fastcells: unknown status"
+
+
+def _capi_init(str version, uintptr_t set_threads, int forced_split):
+    """Called once by fastcells/__init__.py: fill the C API table and return its capsule."""
+    global _capi_set_threads, _capi_forced_split, _capi_version_bytes, _capsule
+    if _capsule is not None:
+        return _capsule
+    _capi_set_threads = <set_threads_fn>set_threads
+    _capi_forced_split = forced_split
+    _capi_version_bytes = version.encode()
+    _table.api_version = FASTCELLS_API_VERSION
+    _table.table_size = sizeof(fastcells_capi_t)
+    _table.version = _capi_version_bytes
+    _table.strerror = capi_strerror
+    _table.lstm_workspace_size_f32 = lstm_ws_size_f32
+    _table.lstm_forward_f32 = capi_lstm_forward[float]
+    _table.lstm_backward_f32 = capi_lstm_backward[float]
+    _table.gru_workspace_size_f32 = gru_ws_size_f32
+    _table.gru_forward_f32 = capi_gru_forward[float]
+    _table.gru_backward_f32 = capi_gru_backward[float]
+    _table.rnn_workspace_size_f32 = rnn_ws_size_f32
+    _table.rnn_forward_f32 = capi_rnn_forward[float]
+    _table.rnn_backward_f32 = capi_rnn_backward[float]
+    _table.lstm_workspace_size_f64 = lstm_ws_size_f64
+    _table.lstm_forward_f64 = capi_lstm_forward[double]
+    _table.lstm_backward_f64 = capi_lstm_backward[double]
+    _table.gru_workspace_size_f64 = gru_ws_size_f64
+    _table.gru_forward_f64 = capi_gru_forward[double]
+    _table.gru_backward_f64 = capi_gru_backward[double]
+    _table.rnn_workspace_size_f64 = rnn_ws_size_f64
+    _table.rnn_forward_f64 = capi_rnn_forward[double]
+    _table.rnn_backward_f64 = capi_rnn_backward[double]
+    _capsule = PyCapsule_New(<void *>&_table, b"fastcells._C_API", NULL)
+    return _capsule
+
+
+def _capi_addresses():
+    """{'fc_<name>': address} of every C API function (after _capi_init)."""
+    if _capsule is None:
+        raise RuntimeError("fastcells C API not initialised (import fastcells first)")
+    return {
+        "fc_strerror": <uintptr_t>_table.strerror,
+        "fc_lstm_workspace_size_f32": <uintptr_t>_table.lstm_workspace_size_f32,
+        "fc_lstm_forward_f32": <uintptr_t>_table.lstm_forward_f32,
+        "fc_lstm_backward_f32": <uintptr_t>_table.lstm_backward_f32,
+        "fc_gru_workspace_size_f32": <uintptr_t>_table.gru_workspace_size_f32,
+        "fc_gru_forward_f32": <uintptr_t>_table.gru_forward_f32,
+        "fc_gru_backward_f32": <uintptr_t>_table.gru_backward_f32,
+        "fc_rnn_workspace_size_f32": <uintptr_t>_table.rnn_workspace_size_f32,
+        "fc_rnn_forward_f32": <uintptr_t>_table.rnn_forward_f32,
+        "fc_rnn_backward_f32": <uintptr_t>_table.rnn_backward_f32,
+        "fc_lstm_workspace_size_f64": <uintptr_t>_table.lstm_workspace_size_f64,
+        "fc_lstm_forward_f64": <uintptr_t>_table.lstm_forward_f64,
+        "fc_lstm_backward_f64": <uintptr_t>_table.lstm_backward_f64,
+        "fc_gru_workspace_size_f64": <uintptr_t>_table.gru_workspace_size_f64,
+        "fc_gru_forward_f64": <uintptr_t>_table.gru_forward_f64,
+        "fc_gru_backward_f64": <uintptr_t>_table.gru_backward_f64,
+        "fc_rnn_workspace_size_f64": <uintptr_t>_table.rnn_workspace_size_f64,
+        "fc_rnn_forward_f64": <uintptr_t>_table.rnn_forward_f64,
+        "fc_rnn_backward_f64": <uintptr_t>_table.rnn_backward_f64,
+    }
+
+
+def _capi_version_info():
+    return _table.api_version, _table.table_size
