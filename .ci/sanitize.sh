@@ -106,7 +106,7 @@ cd "$WORK/src"
 # isolation helper (tests/isolated.py) inherit LD_PRELOAD/ASAN_OPTIONS: they run sanitized too,
 # and a report there fails its test with the report in the message.
 set +e
-python -m pytest tests/test_kernels.py tests/test_validation.py tests/test_robustness.py \
+python -m pytest tests/test_kernels.py tests/test_validation.py tests/test_robustness.py tests/test_capi.py \
     -v -p no:cacheprovider --capture=sys >"$WORK/tests.log" 2>&1
 status=$?
 set -e

@@ -20,12 +20,28 @@
 
 #define FC_C(x) ((FC_REAL)(x))
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+/* 4: x86-64-v4 (AVX-512), 3: x86-64-v3 (AVX2 + FMA), else 0; for fc_gemm_impl.h's dispatch */
+static int fc_cpu_level(void)
+{
+    static int level = -1;
+    int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (l < 0) {
+        __builtin_cpu_init();
+        l = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
+        __atomic_store_n(&level, l, __ATOMIC_RELAXED);
+    }
+    return l;
+}
+#endif
+
 #define FC_REAL float
 #define FC_SFX(n) n##_f32
 #define FC_IS_DOUBLE 0
 #define FC_C1 1.0f
 #include "fc_activations.h"
 #include "fc_cells_impl.h"
+#include "fc_gemm_impl.h"
 #undef FC_REAL
 #undef FC_SFX
 #undef FC_IS_DOUBLE
@@ -37,4 +53,5 @@
 #define FC_C1 1.0
 #include "fc_activations.h"
 #include "fc_cells_impl.h"
+#include "fc_gemm_impl.h"
 

@@ -20,6 +20,10 @@ void fc_rnn_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptr
 void fc_colsum_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const float *a, float *out, int accumulate);
 void fc_vsigmoid_f32(ptrdiff_t n, const float *x, float *y);
 void fc_vtanh_f32(ptrdiff_t n, const float *x, float *y);
+void fc_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src, ptrdiff_t rs, ptrdiff_t cs, float *Bp, ptrdiff_t p0, ptrdiff_t p1);
+void fc_gemm_packed_f32(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bp, ptrdiff_t kp, float *C, ptrdiff_t ldc, int accumulate);
+ptrdiff_t fc_packed_size_f32(ptrdiff_t K, ptrdiff_t N);
+ptrdiff_t fc_packed_panel_width_f32(void);
 
 void fc_lstm_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *bias, const double *c_prev, double *c, double *h);
 void fc_lstm_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc);
@@ -34,6 +38,10 @@ void fc_rnn_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptr
 void fc_colsum_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const double *a, double *out, int accumulate);
 void fc_vsigmoid_f64(ptrdiff_t n, const double *x, double *y);
 void fc_vtanh_f64(ptrdiff_t n, const double *x, double *y);
+void fc_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src, ptrdiff_t rs, ptrdiff_t cs, double *Bp, ptrdiff_t p0, ptrdiff_t p1);
+void fc_gemm_packed_f64(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *Bp, ptrdiff_t kp, double *C, ptrdiff_t ldc, int accumulate);
+ptrdiff_t fc_packed_size_f64(ptrdiff_t K, ptrdiff_t N);
+ptrdiff_t fc_packed_panel_width_f64(void);
 
 #ifdef __cplusplus
 }

@@ -298,6 +298,11 @@ def _grad(name, a, dtype, shape):
     return _contig(_array(name, arr, dtype, shape), dtype)
 
 
+def _pack_buffer(K, N, dtype):
+    """Scratch for a K x N weight packed for the per-step GEMM (see csrc/fc_gemm_impl.h)."""
+    return np.empty(_kernels.packed_size(K, N, dtype.itemsize), dtype)
+
+
 def _flat(a):
     return None if a is None else a.reshape(-1)
 
@@ -349,13 +354,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         cs = hs = None
         us = np.empty((B, H), dtype) if proj else None
         hbuf = np.empty((B, P), dtype)
-    w_hh_t = np.ascontiguousarray(w_hh.T)
+    w_pack = _pack_buffer(P, 4 * H, dtype)
     w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
     with blas_fallback_limit(nt):
         _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
                               _flat(cs), _flat(hs), _flat(us), _flat(hbuf), x.reshape(-1),
                               h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
-                              w_hh_t.reshape(-1), bias, _flat(w_hr_t), lengths,
+                              w_hh.reshape(-1), w_pack, bias, _flat(w_hr_t), lengths,
                               T, B, I, H, P, chunk, nt, n_rows, n_cols,
                               set_threads_local_address())
     if not training:
@@ -398,7 +403,8 @@ def lstm_backward(dy, dh_n, dc_n, ws):
         _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
                                dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
                                a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
-                               _flat(a["us"]), _flat(dhs), _flat(du), a["x"].reshape(-1),
+                               _flat(a["us"]), _flat(dhs), _flat(du),
+                               _pack_buffer(4 * H, P, dtype), a["x"].reshape(-1),
                                a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
                                a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
                                _flat(dc_n), a["lengths"], T, B, I, H, P, nt, n_rows,
@@ -468,11 +474,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         hn = None if reset_after else np.empty((B, H), dtype)
         hs = None
         hbuf = np.empty((B, H), dtype)
-    w_hh_t = np.ascontiguousarray(w_hh.T)
     with blas_fallback_limit(nt):
         _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
                              _flat(hs), gh.reshape(-1), _flat(hbuf), x.reshape(-1),
-                             h0.reshape(-1), w_ih.reshape(-1), w_hh_t.reshape(-1), kb_ih, kb_hh,
+                             h0.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
+                             _pack_buffer(H, 3 * H, dtype), kb_ih, kb_hh,
                              reset_after, lengths, T, B, I, H, chunk, nt, n_rows, n_cols,
                              set_threads_local_address())
     if not training:
@@ -505,7 +511,8 @@ def gru_backward(dy, dh_n, ws):
     with blas_fallback_limit(nt):
         _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
-                              a["hn"].reshape(-1), dgh.reshape(-1), a["hs"].reshape(-1),
+                              a["hn"].reshape(-1), dgh.reshape(-1),
+                              _pack_buffer(3 * H, H, dtype), a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
                               a["lengths"], T, B, I, H, nt, n_rows, n_cols,
@@ -547,11 +554,11 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     h_n = np.empty((B, H), dtype)
     hs = np.empty((T, B, H), dtype) if training else None
     hbuf = None if training else np.empty((B, H), dtype)
-    w_hh_t = np.ascontiguousarray(w_hh.T)
     with blas_fallback_limit(nt):
         _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), _flat(hbuf),
                              x.reshape(-1), h0.reshape(-1), w_ih.reshape(-1),
-                             w_hh_t.reshape(-1), bias, lengths, T, B, I, H, relu, nt, n_rows,
+                             w_hh.reshape(-1), _pack_buffer(H, H, dtype), bias, lengths, T, B, I,
+                             H, relu, nt, n_rows,
                              n_cols, set_threads_local_address())
     if not training:
         return y, h_n, None
@@ -581,7 +588,8 @@ def rnn_backward(dy, dh_n, ws):
                                dtype.itemsize)
     with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
-                              dw_hh.reshape(-1), db, dg.reshape(-1), a["hs"].reshape(-1),
+                              dw_hh.reshape(-1), db, dg.reshape(-1), _pack_buffer(H, H, dtype),
+                              a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
                               T, B, I, H, ws.nonlinearity == "relu", nt, n_rows,

@@ -240,6 +240,17 @@ cdef inline floating *slot(void *ws, const int64_t *off, int k, floating *like) 
     return <floating *>(<char *>ws + off[k])
 
 
+cdef inline double psize(int64_t K, int64_t N, int itemsize, bint also_transposed) noexcept nogil:
+    # elements of the packed K x N weight (and of its N x K transpose, for backward: the same
+    # workspace slot holds the forward's packing, then the backward's)
+    cdef double a, b
+    if itemsize == 4:
+        a, b = fc_packed_size_f32(K, N), fc_packed_size_f32(N, K)
+    else:
+        a, b = fc_packed_size_f64(K, N), fc_packed_size_f64(N, K)
+    return a if not also_transposed or a > b else b
+
+
 # ---------------------------------------------------------------- LSTM
 cdef enum:
     L_WT, L_WRT, L_BIAS, L_ZERO, L_GATES, L_CS, L_HS, L_US, L_DHS, L_DU, L_HBUF, L_N
@@ -250,7 +261,7 @@ cdef int64_t lstm_ws(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint
     cdef bint proj = P > 0
     cdef int64_t Pe = P if proj else H
     cdef double TB = <double>T * B, G = 4
-    c[L_WT] = <double>Pe * G * H                       # W_hh^T (P, 4H)
+    c[L_WT] = psize(Pe, 4 * H, itemsize, training)     # W_hh^T (P, 4H) packed; W_hh in bwd
     c[L_WRT] = <double>H * P if proj else 0            # W_hr^T (H, P)
     c[L_BIAS] = G * H                                  # b_ih + b_hh
     c[L_ZERO] = <double>B * (Pe if Pe > H else H)      # zeros for absent h0 / c0
@@ -317,7 +328,6 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
     ws_begin(ws)
     zero = slot(ws, off, L_ZERO, y)
     memset(zero, 0, B * (Pe if Pe > H else H) * sizeof(floating))
-    transpose_into(slot(ws, off, L_WT, y), w_hh, G * H, Pe)
     if proj:
         transpose_into(slot(ws, off, L_WRT, y), w_hr, Pe, H)
     bias_sum(slot(ws, off, L_BIAS, y), b_ih, b_hh, G * H)
@@ -328,7 +338,7 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                   slot(ws, off, L_HS, y) if training else NULL,
                   slot(ws, off, L_US, y) if proj else NULL,
                   NULL if training else slot(ws, off, L_HBUF, y),
-                  x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih,
+                  x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
                   slot(ws, off, L_WT, y), slot(ws, off, L_BIAS, y),
                   slot(ws, off, L_WRT, y) if proj else NULL, lengths,
                   T, B, I, H, Pe, T if training else inference_chunk(T, B, 4, H),
@@ -384,7 +394,7 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
                   slot(ws, off, L_GATES, dx), slot(ws, off, L_CS, dx), slot(ws, off, L_HS, dx),
                   slot(ws, off, L_US, dx) if proj else NULL,
                   slot(ws, off, L_DHS, dx) if proj else NULL,
-                  slot(ws, off, L_DU, dx) if proj else NULL,
+                  slot(ws, off, L_DU, dx) if proj else NULL, slot(ws, off, L_WT, dx),
                   x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
                   w_hr if proj else NULL, dy, dh_n, dc_n, lengths, T, B, I, H, Pe,
                   nt, rows, cols, _capi_set_threads)
@@ -401,7 +411,7 @@ cdef int64_t gru_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint reset_after
                     int itemsize, int64_t *off) noexcept nogil:
     cdef double c[G_N]
     cdef double TB = <double>T * B, G = 3
-    c[G_WT] = G * H * H                                # W_hh^T (H, 3H)
+    c[G_WT] = psize(H, 3 * H, itemsize, training)      # W_hh^T (H, 3H) packed; W_hh in bwd
     c[G_ZERO] = <double>B * H if B * H > 3 * H else 3.0 * H   # zeros: h0, b_ih, b_hh
     c[G_GH] = <double>B * G * H                        # h W_hh^T of a step
     c[G_GATES] = (TB if training else <double>inference_chunk(T, B, 3, H) * B) * G * H
@@ -460,14 +470,13 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     ws_begin(ws)
     zero = slot(ws, off, G_ZERO, y)
     memset(zero, 0, (B * H if B * H > 3 * H else 3 * H) * sizeof(floating))
-    transpose_into(slot(ws, off, G_WT, y), w_hh, G * H, H)
     nt = useful_threads(nt, 2.0 * T * B * G * H * (I + H))
     thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
     st = gru_fwd(y, h_n, slot(ws, off, G_GATES, y),
                  slot(ws, off, G_HN, y) if training or not reset_after else NULL,
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
                  NULL if training else slot(ws, off, G_HBUF, y),
-                 x, h0 if h0 != NULL else zero, w_ih, slot(ws, off, G_WT, y),
+                 x, h0 if h0 != NULL else zero, w_ih, w_hh, slot(ws, off, G_WT, y),
                  b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
                  lengths, T, B, I, H, T if training else inference_chunk(T, B, 3, H),
                  nt, rows, cols, _capi_set_threads)
@@ -511,7 +520,8 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     nt = useful_threads(nt, 4.0 * T * B * G * H * (I + H))
     thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
     return gru_bwd(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, slot(ws, off, G_GATES, dx),
-                   slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), slot(ws, off, G_HS, dx),
+                   slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), slot(ws, off, G_WT, dx),
+                   slot(ws, off, G_HS, dx),
                    x, h0 if h0 != NULL else slot(ws, off, G_ZERO, dx), w_ih, w_hh, reset_after,
                    dy, dh_n, lengths, T, B, I, H, nt, rows, cols, _capi_set_threads)
 
@@ -524,7 +534,7 @@ cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, i
                     int64_t *off) noexcept nogil:
     cdef double c[R_N]
     cdef double TB = <double>T * B
-    c[R_WT] = <double>H * H                            # W_hh^T (H, H)
+    c[R_WT] = psize(H, H, itemsize, False)             # W_hh^T packed (W_hh in backward)
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
@@ -580,13 +590,12 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     ws_begin(ws)
     zero = slot(ws, off, R_ZERO, y)
     memset(zero, 0, B * H * sizeof(floating))
-    transpose_into(slot(ws, off, R_WT, y), w_hh, H, H)
     bias_sum(slot(ws, off, R_BIAS, y), b_ih, b_hh, H)
     nt = useful_threads(nt, 2.0 * T * B * H * (I + H))
     thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
-                 x, h0 if h0 != NULL else zero, w_ih, slot(ws, off, R_WT, y),
+                 x, h0 if h0 != NULL else zero, w_ih, w_hh, slot(ws, off, R_WT, y),
                  slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols,
                  _capi_set_threads)
     if st == FC_OK and training:
@@ -628,7 +637,8 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     db = db_ih if db_ih != NULL else db_hh
     nt = useful_threads(nt, 4.0 * T * B * H * (I + H))
     thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
-    st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), slot(ws, off, R_HS, dx),
+    st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), slot(ws, off, R_WT, dx),
+                 slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
                  lengths, T, B, I, H, relu, nt, rows, cols, _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:

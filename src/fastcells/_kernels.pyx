@@ -73,6 +73,14 @@ cdef extern from "fc_cells.h" nogil:
     void fc_colsum_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld, const double *a, double *out, int accumulate)
     void fc_vsigmoid_f64(Py_ssize_t n, const double *x, double *y)
     void fc_vtanh_f64(Py_ssize_t n, const double *x, double *y)
+    void fc_pack_b_f32(Py_ssize_t K, Py_ssize_t N, const float *src, Py_ssize_t rs, Py_ssize_t cs, float *Bp, Py_ssize_t p0, Py_ssize_t p1)
+    void fc_gemm_packed_f32(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *Bp, Py_ssize_t kp, float *C, Py_ssize_t ldc, int accumulate)
+    Py_ssize_t fc_packed_size_f32(Py_ssize_t K, Py_ssize_t N)
+    Py_ssize_t fc_packed_panel_width_f32()
+    void fc_pack_b_f64(Py_ssize_t K, Py_ssize_t N, const double *src, Py_ssize_t rs, Py_ssize_t cs, double *Bp, Py_ssize_t p0, Py_ssize_t p1)
+    void fc_gemm_packed_f64(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *Bp, Py_ssize_t kp, double *C, Py_ssize_t ldc, int accumulate)
+    Py_ssize_t fc_packed_size_f64(Py_ssize_t K, Py_ssize_t N)
+    Py_ssize_t fc_packed_panel_width_f64()
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
 # Every pointwise kernel works on a block: rows x n hidden units; H = distance between gate
@@ -230,22 +238,55 @@ cdef inline idx col_start(idx H, int parts, int k) noexcept nogil:
     return ((H * k) // parts) // 16 * 16
 
 
-cdef inline void gates_gemm(idx nb, idx n, idx H, int n_gates, idx K, const floating *A,
-                            const floating *Wt, floating beta, floating *C,
-                            bint full) noexcept nogil:
-    """C[:, gate k cols j0..j0+n) (+)= A (nb,K) @ Wt[:, same cols] for each gate k.
+# ---------------------------------------------------------------- recurrent GEMM, packed weights
+# The per-step GEMM h_{t-1} @ W runs on W packed once per call (csrc/fc_gemm_impl.h): BLAS would
+# re-pack W on every step. B[k][n] = src[k*rs + n*cs]; see fc_pack_b for the layout.
+cdef inline idx packed_size(idx K, idx N, floating *like) noexcept nogil:
+    if floating is float:
+        return fc_packed_size_f32(K, N)
+    else:
+        return fc_packed_size_f64(K, N)
 
-    A, Wt and C point at the block origin (Wt and C offset by j0); Wt is (K, n_gates*H) and C has
-    row stride n_gates*H. With the full hidden range this is one GEMM over all gates."""
+cdef inline idx pack_width(const floating *like) noexcept nogil:
+    """Panel width (columns) of the packed layout."""
+    if floating is float:
+        return fc_packed_panel_width_f32()
+    else:
+        return fc_packed_panel_width_f64()
+
+cdef inline void pack_part(int part, int parts, idx K, idx N, const floating *src, idx rs,
+                           idx cs, floating *Bp) noexcept nogil:
+    """This thread's share of the panels of the packed K x N matrix."""
+    cdef idx width = pack_width(src), n_panels = (N + width - 1) // width
+    if floating is float:
+        fc_pack_b_f32(K, N, src, rs, cs, Bp, slice_start(n_panels, parts, part),
+                      slice_start(n_panels, parts, part + 1))
+    else:
+        fc_pack_b_f64(K, N, src, rs, cs, Bp, slice_start(n_panels, parts, part),
+                      slice_start(n_panels, parts, part + 1))
+
+cdef inline void pgemm(idx M, idx n0, idx n1, idx K, const floating *A, idx lda,
+                       const floating *Bp, idx kp, floating *C, idx ldc,
+                       bint accumulate) noexcept nogil:
+    """C[:, n0:n1] (+)= A (M,K) @ B[:, n0:n1]; B packed with kp rows; C at column 0."""
+    if floating is float:
+        fc_gemm_packed_f32(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate)
+    else:
+        fc_gemm_packed_f64(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate)
+
+cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
+                             const floating *A, const floating *Wp, floating *C,
+                             bint accumulate) noexcept nogil:
+    """C[:, gate k cols j0..j1) (+)= A (nb,K) @ W[:, same cols] for each gate k; W (K,
+    n_gates*H) packed in Wp; C (row stride n_gates*H) at column 0. The full hidden range is one
+    call over all gates."""
     cdef int k
     cdef idx G = n_gates * H
-    if full:
-        gemm(False, False, <int>nb, <int>G, <int>K, <floating>1, A, <int>K, Wt, <int>G, beta,
-             C, <int>G)
+    if j0 == 0 and j1 == H:
+        pgemm(nb, 0, G, K, A, K, Wp, K, C, G, accumulate)
     else:
         for k in range(n_gates):
-            gemm(False, False, <int>nb, <int>n, <int>K, <floating>1, A, <int>K, Wt + k * H,
-                 <int>G, beta, C + k * H, <int>G)
+            pgemm(nb, k * H + j0, k * H + j1, K, A, K, Wp, K, C, G, accumulate)
 
 
 cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const floating *a,
@@ -289,8 +330,8 @@ cdef inline int thread_block(int tid, int nthr, int n_rows, int n_cols, idx B, i
 cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   floating *gates, floating *cs, floating *hs, floating *us, floating *hbuf,
                   const floating *x, const floating *h0, const floating *c0,
-                  const floating *w_ih, const floating *w_hh_t, const floating *bias,
-                  const floating *w_hr_t, const int64_t *lengths,
+                  const floating *w_ih, const floating *w_hh, floating *w_pack,
+                  const floating *bias, const floating *w_hr_t, const int64_t *lengths,
                   idx T, idx B, idx I, idx H, idx P, idx chunk,
                   int n_threads, int n_rows, int n_cols,
                   set_threads_fn set_threads) noexcept nogil:
@@ -300,8 +341,9 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     #   lives in c_n, updated in place; h alternates between hbuf and h_n).
     # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
     # hbuf: inference only, (B,P) scratch (h double buffer). Otherwise NULL.
-    # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh_t (P,4H) = W_hh^T; bias (4H,) =
-    #   b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then n_cols must be 1); lengths (B,) or NULL.
+    # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh (4H,P); w_pack (packed_size(P, 4H))
+    #   scratch = W_hh^T packed; bias (4H,) = b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then
+    #   n_cols must be 1); lengths (B,) or NULL.
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -333,6 +375,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         oj0 = 0 if proj else j0
         onj = P if proj else nj
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
         t0 = 0
         while t0 < T:
             tc = chunk if chunk < T - t0 else T - t0
@@ -358,8 +401,8 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                     u_t = us if proj else h_dest
                 # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
                 if nj > 0 and b1 > b0:
-                    gates_gemm(b1 - b0, nj, H, 4, P, h_prev + b0 * P, w_hh_t + j0, 1,
-                               g_t + b0 * G + j0, n_cols == 1)
+                    gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack, g_t + b0 * G,
+                                True)
                 # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
                 r = b0
                 while r < b1 and nj > 0:
@@ -405,7 +448,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
 cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                   floating *dw_ih, floating *dw_hh, floating *db, floating *dw_hr,
                   floating *gates, const floating *cs, const floating *hs, const floating *us,
-                  floating *dhs, floating *du,
+                  floating *dhs, floating *du, floating *w_pack,
                   const floating *x, const floating *h0, const floating *c0,
                   const floating *w_ih, const floating *w_hh, const floating *w_hr,
                   const floating *dy, const floating *dh_n, const floating *dc_n,
@@ -418,6 +461,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     # gates (T,B,4H): in = saved i,f,g,o; out = dG (destroyed: the workspace is consumed).
     # cs (T,B,H), hs (T,B,P) saved states; us (T,B,H) saved u (projection) or NULL.
     # dhs (T,B,P) scratch = dL/dh_t in total (projection) or NULL; du (B,H) scratch (projection).
+    # w_pack (packed_size(4H, P)) scratch = W_hh packed.
     # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL (then n_cols must be 1).
     # dy (T,B,P), dh_n (B,P), dc_n (B,H): incoming gradients, each may be NULL (= 0).
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, r, e, j
@@ -443,6 +487,8 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         nj = j1 - j0
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, G, P, w_hh, P, 1, w_pack)    # W_hh (4H, P)
+        fc_barrier_wait(&bar)
         for t in range(T - 1, -1, -1):
             g_t = gates + t * B * G
             c_prev = cs + (t - 1) * BH if t > 0 else c0
@@ -482,9 +528,8 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                 fc_barrier_wait(&bar)        # dG_t complete before the GEMM reads its rows
             # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
             if nj > 0 and b1 > b0:
-                gemm(False, False, <int>(b1 - b0), <int>(P if proj else nj), <int>G,
-                     <floating>1, g_t + b0 * G, <int>G, w_hh + (0 if proj else j0), <int>P,
-                     <floating>1, dh0 + b0 * P + (0 if proj else j0), <int>P)
+                pgemm(b1 - b0, 0 if proj else j0, P if proj else j1, G, g_t + b0 * G, G,
+                      w_pack, G, dh0 + b0 * P, P, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
         gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
@@ -507,7 +552,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
 cdef int gru_fwd(floating *y, floating *h_n,
                  floating *gates, floating *hn_save, floating *hs, floating *gh, floating *hbuf,
                  const floating *x, const floating *h0,
-                 const floating *w_ih, const floating *w_hh_t,
+                 const floating *w_ih, const floating *w_hh, floating *w_pack,
                  const floating *b_ih, const floating *b_hh, bint reset_after,
                  const int64_t *lengths, idx T, idx B, idx I, idx H, idx chunk,
                  int n_threads, int n_rows, int n_cols,
@@ -518,7 +563,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
     #   inference: classic (B,H) scratch, reset_after NULL.
     # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
     # gh (B,3H) scratch for h W_hh^T; hbuf (B,H) scratch (inference) or NULL.
-    # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh_t (H,3H) = W_hh^T; b_ih, b_hh (3H,) (zeros when
+    # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh (3H,H); w_pack (packed_size(H, 3H)) scratch =
+    # W_hh^T packed; b_ih, b_hh (3H,) (zeros when
     # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
     cdef idx G = 3 * H, BH = B * H, t0, tc, t, b0, b1, j0, j1, nj, nb, gt, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
@@ -547,6 +593,7 @@ cdef int gru_fwd(floating *y, floating *h_n,
         nj = j1 - j0
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
         t0 = 0
         while t0 < T:
             tc = chunk if chunk < T - t0 else T - t0
@@ -568,8 +615,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
                 if nb > 0 and nj > 0:
                     if reset_after:
                         # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
-                        gates_gemm(nb, nj, H, 3, H, h_prev + b0 * H, w_hh_t + j0, 0,
-                                   gh + b0 * G + j0, n_cols == 1)
+                        gates_pgemm(nb, j0, j1, H, 3, H, h_prev + b0 * H, w_pack, gh + b0 * G,
+                                    False)
                         r = b0
                         while r < b1:
                             e = run_end(lengths, t, r, b1, &act)
@@ -581,9 +628,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
                             r = e
                     else:
                         # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
-                        gemm(False, False, <int>nb, <int>(2 * H), <int>H, <floating>1,
-                             h_prev + b0 * H, <int>H, w_hh_t, <int>G, <floating>0, gh + b0 * G,
-                             <int>G)
+                        pgemm(nb, 0, 2 * H, H, h_prev + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                              False)
                         r = b0
                         while r < b1:
                             e = run_end(lengths, t, r, b1, &act)
@@ -593,9 +639,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
                             else:
                                 zero_block(hn_t + r * H, e - r, H, H)
                             r = e
-                        gemm(False, False, <int>nb, <int>H, <int>H, <floating>1,
-                             hn_t + b0 * H, <int>H, w_hh_t + 2 * H, <int>G, <floating>0,
-                             gh + b0 * G + 2 * H, <int>G)
+                        pgemm(nb, 2 * H, G, H, hn_t + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                              False)
                         r = b0
                         while r < b1:
                             e = run_end(lengths, t, r, b1, &act)
@@ -627,8 +672,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
 
 cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                  floating *db_ih, floating *db_hh,
-                 floating *gates, floating *hn, floating *dgh, const floating *hs,
-                 const floating *x, const floating *h0,
+                 floating *gates, floating *hn, floating *dgh, floating *w_pack,
+                 const floating *hs, const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, bint reset_after,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
                  idx T, idx B, idx I, idx H, int n_threads, int n_rows, int n_cols,
@@ -639,7 +684,8 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     #   classic: saved r*h_{t-1} (read only).
     # dgh (2,B,3H) scratch: reset_after: d(h W_hh^T) of the step, double-buffered by step parity
     #   (with n_cols > 1 a thread may write step t-1's while another still reads step t's);
-    #   classic: d(r*h) as (B,H). hs (T,B,H) saved h_t. dy, dh_n may be NULL.
+    #   classic: d(r*h) as (B,H). w_pack (packed_size(3H, H)) scratch = W_hh packed.
+    # hs (T,B,H) saved h_t. dy, dh_n may be NULL.
     cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -663,6 +709,8 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         nj = j1 - j0
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, G, H, w_hh, H, 1, w_pack)    # W_hh (3H, H)
+        fc_barrier_wait(&bar)
         for t in range(T - 1, -1, -1):
             g_t = gates + t * B * G
             h_prev = hs + (t - 1) * BH if t > 0 else h0
@@ -687,9 +735,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                     fc_barrier_wait(&bar)
                 # dh_{t-1}[block] = z * dh_t (written above) + dgh[rows] @ W_hh[:, cols]
                 if nb > 0 and nj > 0:
-                    gemm(False, False, <int>nb, <int>nj, <int>G, <floating>1,
-                         dgh_t + b0 * G, <int>G, w_hh + j0, <int>H, <floating>1,
-                         dh0 + b0 * H + j0, <int>H)
+                    pgemm(nb, j0, j1, G, dgh_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
             elif nb > 0:
                 r = b0
                 while r < b1:
@@ -701,8 +747,8 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                         zero_block(g_t + r * G, e - r, G, G)
                     r = e
                 # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
-                gemm(False, False, <int>nb, <int>H, <int>H, <floating>1, g_t + b0 * G + 2 * H,
-                     <int>G, w_hh + 2 * H * H, <int>H, <floating>0, dgh + b0 * H, <int>H)
+                pgemm(nb, 0, H, H, g_t + b0 * G + 2 * H, G, w_pack + 2 * H * pack_width(w_pack),
+                      G, dgh + b0 * H, H, False)
                 r = b0
                 while r < b1:
                     e = run_end(lengths, t, r, b1, &act)
@@ -711,8 +757,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                                       h_prev + r * H, dh0 + r * H)
                     r = e
                 # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
-                gemm(False, False, <int>nb, <int>H, <int>(2 * H), <floating>1, g_t + b0 * G,
-                     <int>G, w_hh, <int>H, <floating>1, dh0 + b0 * H, <int>H)
+                pgemm(nb, 0, H, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
         gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
@@ -750,13 +795,15 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
 # ================================================================= Elman RNN
 cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                  const floating *x, const floating *h0,
-                 const floating *w_ih, const floating *w_hh_t, const floating *bias,
+                 const floating *w_ih, const floating *w_hh, floating *w_pack,
+                 const floating *bias,
                  const int64_t *lengths, idx T, idx B, idx I, idx H, int relu,
                  int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
-    # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh_t (H,H) = W_hh^T; bias (H,) = b_ih + b_hh.
+    # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
+    # packed; bias (H,) = b_ih + b_hh.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -782,6 +829,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         fc_barrier_set_n(&bar, nthr)
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
         gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
         fc_barrier_wait(&bar)
         nj = j1 - j0
@@ -795,8 +843,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                 h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
                 h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
             if nb > 0 and nj > 0:
-                gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1, h_prev + b0 * H,
-                     <int>H, w_hh_t + j0, <int>H, <floating>1, g_t + b0 * H + j0, <int>H)
+                pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
             r = b0
             while r < b1 and nj > 0:
                 e = run_end(lengths, t, r, b1, &act)
@@ -818,14 +865,15 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
 
 
 cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, floating *db,
-                 floating *dg, const floating *hs,
+                 floating *dg, floating *w_pack, const floating *hs,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
                  idx T, idx B, idx I, idx H, int relu, int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
-    # dg (T,B,H) scratch = dG; hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
+    # dg (T,B,H) scratch = dG; w_pack (packed_size(H, H)) scratch = W_hh packed;
+    # hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -846,6 +894,8 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         nj = j1 - j0
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
+        pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
+        fc_barrier_wait(&bar)
         for t in range(T - 1, -1, -1):
             dy_t = dy + t * BH if dy != NULL else NULL
             r = b0
@@ -862,9 +912,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
             if nc > 1:
                 fc_barrier_wait(&bar)
             if nb > 0 and nj > 0:
-                gemm(False, False, <int>nb, <int>nj, <int>H, <floating>1,
-                     dg + t * BH + b0 * H, <int>H, w_hh + j0, <int>H, <floating>1,
-                     dh0 + b0 * H + j0, <int>H)
+                pgemm(nb, j0, j1, H, dg + t * BH + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         gemm_part(tid, nthr, False, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
         gemm_part(tid, nthr, True, False, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
@@ -900,7 +948,7 @@ def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
                  floating[::1] gates, floating[::1] cs, floating[::1] hs, floating[::1] us,
                  floating[::1] hbuf,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
-                 const floating[::1] w_ih, const floating[::1] w_hh_t,
+                 const floating[::1] w_ih, const floating[::1] w_hh, floating[::1] w_pack,
                  const floating[::1] bias, const floating[::1] w_hr_t,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
@@ -909,8 +957,8 @@ def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
     cdef int status
     with nogil:
         status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
-                          ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh_t),
-                          cptr(bias), cptr(w_hr_t), iptr(lengths), T, B, I, H, P, chunk,
+                          ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
+                          ptr(w_pack), cptr(bias), cptr(w_hr_t), iptr(lengths), T, B, I, H, P, chunk,
                           n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
@@ -920,6 +968,7 @@ def lstm_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dc0,
                   floating[::1] dw_hr,
                   floating[::1] gates, const floating[::1] cs, const floating[::1] hs,
                   const floating[::1] us, floating[::1] dhs, floating[::1] du,
+                  floating[::1] w_pack,
                   const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
                   const floating[::1] w_ih, const floating[::1] w_hh,
                   const floating[::1] w_hr,
@@ -931,7 +980,8 @@ def lstm_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dc0,
     with nogil:
         status = lstm_bwd(ptr(dx), ptr(dh0), ptr(dc0), ptr(dw_ih), ptr(dw_hh), ptr(db),
                           ptr(dw_hr), ptr(gates), cptr(cs), cptr(hs), cptr(us), ptr(dhs),
-                          ptr(du), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
+                          ptr(du), ptr(w_pack), cptr(x), cptr(h0), cptr(c0), cptr(w_ih),
+                          cptr(w_hh),
                           cptr(w_hr), cptr(dy), cptr(dh_n), cptr(dc_n), iptr(lengths),
                           T, B, I, H, P, n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
@@ -941,14 +991,15 @@ def gru_forward(floating[::1] y, floating[::1] h_n,
                 floating[::1] gates, floating[::1] hn_save, floating[::1] hs, floating[::1] gh,
                 floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh_t, const floating[::1] b_ih,
+                const floating[::1] w_hh, floating[::1] w_pack, const floating[::1] b_ih,
                 const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), ptr(hbuf),
-                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh_t), cptr(b_ih), cptr(b_hh),
+                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), ptr(w_pack), cptr(b_ih),
+                         cptr(b_hh),
                          reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_rows,
                          n_cols, as_fn(set_threads))
     return status
@@ -956,7 +1007,7 @@ def gru_forward(floating[::1] y, floating[::1] h_n,
 
 def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
                  floating[::1] db_ih, floating[::1] db_hh,
-                 floating[::1] gates, floating[::1] hn, floating[::1] dgh,
+                 floating[::1] gates, floating[::1] hn, floating[::1] dgh, floating[::1] w_pack,
                  const floating[::1] hs, const floating[::1] x, const floating[::1] h0,
                  const floating[::1] w_ih, const floating[::1] w_hh, bint reset_after,
                  const floating[::1] dy, const floating[::1] dh_n, const int64_t[::1] lengths,
@@ -965,7 +1016,7 @@ def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
     cdef int status
     with nogil:
         status = gru_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db_ih), ptr(db_hh),
-                         ptr(gates), ptr(hn), ptr(dgh), cptr(hs), cptr(x), cptr(h0),
+                         ptr(gates), ptr(hn), ptr(dgh), ptr(w_pack), cptr(hs), cptr(x), cptr(h0),
                          cptr(w_ih), cptr(w_hh), reset_after, cptr(dy), cptr(dh_n),
                          iptr(lengths), T, B, I, H, n_threads, n_rows, n_cols,
                          as_fn(set_threads))
@@ -974,20 +1025,20 @@ def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
 
 def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh_t, const floating[::1] bias,
+                const floating[::1] w_hh, floating[::1] w_pack, const floating[::1] bias,
                 const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), ptr(hbuf), cptr(x), cptr(h0), cptr(w_ih),
-                         cptr(w_hh_t), cptr(bias), iptr(lengths), T, B, I, H, relu, n_threads,
-                         n_rows, n_cols, as_fn(set_threads))
+                         cptr(w_hh), ptr(w_pack), cptr(bias), iptr(lengths), T, B, I, H, relu,
+                         n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
 
 def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
-                 floating[::1] db, floating[::1] dg, const floating[::1] hs,
+                 floating[::1] db, floating[::1] dg, floating[::1] w_pack, const floating[::1] hs,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
                  const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
                  const int64_t[::1] lengths,
@@ -995,7 +1046,8 @@ def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
-        status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), cptr(hs),
+        status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), ptr(w_pack),
+                         cptr(hs),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
                          iptr(lengths), T, B, I, H, relu, n_threads, n_rows, n_cols,
                          as_fn(set_threads))
@@ -1022,6 +1074,11 @@ def vtanh(const floating[::1] x, floating[::1] out):
             fc_vtanh_f32(x.shape[0], cptr(x), ptr(out))
         else:
             fc_vtanh_f64(x.shape[0], cptr(x), ptr(out))
+
+
+def packed_size(Py_ssize_t K, Py_ssize_t N, int itemsize):
+    """Elements of the packed K x N weight buffer the kernels take (w_pack)."""
+    return fc_packed_size_f32(K, N) if itemsize == 4 else fc_packed_size_f64(K, N)
 
 
 def omp_max_threads():

@@ -1,0 +1,237 @@
+/* fc_gemm_impl.h -- the recurrent GEMM on pre-packed weights, for one element type.
+ *
+ * Included by fc_cells.c with FC_REAL (float/double) and FC_SFX(name) (name_f32/name_f64).
+ *
+ * Why: every timestep multiplies the small state h_{t-1} (B x K) by the same weight matrix
+ * (K x N, e.g. W_hh^T). A BLAS GEMM call re-packs that weight on every call -- for B = 64,
+ * K = 512, N = 2048 the packing alone moved 8 MB per step and took ~16% of an LSTM training step
+ * (perf, OpenBLAS sgemm_itcopy). Here the weight is packed ONCE per kernel call into column
+ * panels, and each step runs a register-blocked micro-kernel straight on the panels: measured
+ * single-threaded on this machine's AVX-512 (OpenBLAS 0.3.30 SkylakeX sgemm incl. its packing
+ * vs this), 64x2048x512: 1707 vs 1247 us; 32x1024x256: 245 vs 157 us; 64x4096x1024: 7404 vs
+ * 5858 us; 16x256x64 and 1x512x128: equal. BLAS keeps the large hoisted GEMMs.
+ *
+ * Packed layout: N is cut into panels of FC_NR columns (two 64-byte vectors); panel p holds
+ * rows k = 0..K-1 of columns p*FC_NR .. p*FC_NR + FC_NR - 1, zero-padded past N:
+ *     Bp[(p*K + k)*FC_NR + j] = B[k][p*FC_NR + j]
+ * The micro-kernel keeps MR rows x FC_NR columns of C in registers (MR = 6 with AVX-512: 12 zmm
+ * accumulators; 3 with AVX2; 2 otherwise), broadcasting A and streaming one panel row per k.
+ */
+
+#define FC_NR (128 / (int)sizeof(FC_REAL))    /* panel width: two 64-byte vectors */
+#define FC_KC 512                             /* k-block: a 64 KB panel slice, L2-resident */
+
+typedef FC_REAL FC_SFX(fc_vec) __attribute__((vector_size(64)));
+
+/* panels [p0, p1) of B (K x N, B[k][n] = src[k*rs + n*cs]) into Bp (see above) */
+void FC_SFX(fc_pack_b)(ptrdiff_t K, ptrdiff_t N, const FC_REAL *src, ptrdiff_t rs, ptrdiff_t cs,
+                       FC_REAL *Bp, ptrdiff_t p0, ptrdiff_t p1)
+{
+    for (ptrdiff_t p = p0; p < p1; p++) {
+        FC_REAL *panel = Bp + p * K * FC_NR;
+        for (ptrdiff_t j = 0; j < FC_NR; j++) {
+            ptrdiff_t n = p * FC_NR + j;
+            if (n < N) {
+                const FC_REAL *s = src + n * cs;
+                for (ptrdiff_t k = 0; k < K; k++)
+                    panel[k * FC_NR + j] = s[k * rs];
+            } else {
+                for (ptrdiff_t k = 0; k < K; k++)
+                    panel[k * FC_NR + j] = 0;
+            }
+        }
+    }
+}
+
+/* C (mr x FC_NR, row stride ldc) (+)= A (mr x kc, row stride lda) @ panel slice (kc x FC_NR) */
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
+               const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    typedef FC_SFX(fc_vec) vec;
+    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
+    vec c0[6], c1[6];
+    for (int r = 0; r < MR; r++) {
+        if (r < mr && accumulate) {
+            __builtin_memcpy(&c0[r], C + r * ldc, sizeof(vec));
+            __builtin_memcpy(&c1[r], C + r * ldc + V, sizeof(vec));
+        } else {
+            c0[r] = (vec){0};
+            c1[r] = (vec){0};
+        }
+    }
+    for (ptrdiff_t k = 0; k < kc; k++) {
+        vec b0, b1;
+        __builtin_memcpy(&b0, bp + k * FC_NR, sizeof(vec));
+        __builtin_memcpy(&b1, bp + k * FC_NR + V, sizeof(vec));
+        for (int r = 0; r < MR; r++) {
+            if (r < mr) {
+                FC_REAL a = A[r * lda + k];
+                c0[r] += a * b0;
+                c1[r] += a * b1;
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r < mr) {
+            __builtin_memcpy(C + r * ldc, &c0[r], sizeof(vec));
+            __builtin_memcpy(C + r * ldc + V, &c1[r], sizeof(vec));
+        }
+    }
+}
+
+/* One row (M = 1, batch-1 inference and latency): a chain of FMAs into one accumulator pair
+ * would wait on FMA latency, so four k-interleaved pairs are summed at the end. */
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, int accumulate)
+{
+    typedef FC_SFX(fc_vec) vec;
+    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
+    vec c0[4] = {{0}}, c1[4] = {{0}}, b0, b1;
+    ptrdiff_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        for (int u = 0; u < 4; u++) {
+            __builtin_memcpy(&b0, bp + (k + u) * FC_NR, sizeof(vec));
+            __builtin_memcpy(&b1, bp + (k + u) * FC_NR + V, sizeof(vec));
+            c0[u] += A[k + u] * b0;
+            c1[u] += A[k + u] * b1;
+        }
+    }
+    for (; k < kc; k++) {
+        __builtin_memcpy(&b0, bp + k * FC_NR, sizeof(vec));
+        __builtin_memcpy(&b1, bp + k * FC_NR + V, sizeof(vec));
+        c0[0] += A[k] * b0;
+        c1[0] += A[k] * b1;
+    }
+    c0[0] = (c0[0] + c0[1]) + (c0[2] + c0[3]);
+    c1[0] = (c1[0] + c1[1]) + (c1[2] + c1[3]);
+    if (accumulate) {
+        __builtin_memcpy(&b0, C, sizeof(vec));
+        __builtin_memcpy(&b1, C + V, sizeof(vec));
+        c0[0] += b0;
+        c1[0] += b1;
+    }
+    __builtin_memcpy(C, &c0[0], sizeof(vec));
+    __builtin_memcpy(C + V, &c1[0], sizeof(vec));
+}
+
+/* Rows [0, M) x one panel's columns [c0, c1) (c0, c1 relative to the panel; a partial panel
+ * goes through a tile so that nothing outside [c0, c1) of C is read or written). */
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
+                 const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, int c0, int c1)
+{
+    FC_REAL tile[6 * (128 / sizeof(FC_REAL))] __attribute__((aligned(64)));
+    for (ptrdiff_t m = 0; m < M; m += MR) {
+        int mr = M - m < MR ? (int)(M - m) : MR;
+        const FC_REAL *a = A + m * lda;
+        FC_REAL *c = C + m * ldc;
+        if (M == 1) {
+            FC_REAL *dst = c;
+            if (c0 != 0 || c1 != FC_NR) {
+                for (int j = c0; j < c1; j++)
+                    tile[j] = accumulate ? c[j - c0] : 0;
+                dst = tile;
+            }
+            FC_SFX(fc_ukr1)(kc, a, bp, dst, accumulate);
+            if (dst == tile)
+                for (int j = c0; j < c1; j++)
+                    c[j - c0] = tile[j];
+        } else if (c0 == 0 && c1 == FC_NR) {
+            if (mr == MR)
+                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, bp, c, ldc, accumulate);
+            else
+                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, c, ldc, accumulate);
+        } else {
+            for (int r = 0; r < mr; r++)
+                for (int j = c0; j < c1; j++)
+                    tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
+            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, tile, FC_NR, accumulate);
+            for (int r = 0; r < mr; r++)
+                for (int j = c0; j < c1; j++)
+                    c[r * ldc + j - c0] = tile[r * FC_NR + j];
+        }
+    }
+}
+
+/* C[:, n0:n1] = (accumulate ? C[:, n0:n1] : 0) + A (M x K) @ B[:, n0:n1], B packed in Bp with
+ * kp >= K rows per panel (Bp + k_off * FC_NR with kp = the packed row count selects rows
+ * k_off .. k_off + K - 1 of a taller packed matrix). C points at column 0 of its rows (row
+ * stride ldc); A has row stride lda. */
+#define FC_GEMM_PACKED_BODY(MR)                                                                 \
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC) {                                               \
+        ptrdiff_t kc = K - k0 < FC_KC ? K - k0 : FC_KC;                                         \
+        int acc = accumulate || k0 > 0;                                                         \
+        for (ptrdiff_t p = n0 / FC_NR; p * FC_NR < n1; p++) {                                   \
+            ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
+            ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
+            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, Bp + (p * kp + k0) * FC_NR, C + lo, ldc,   \
+                             acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR));                \
+        }                                                                                       \
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+__attribute__((target("arch=x86-64-v4"))) static void
+FC_SFX(fc_gemm_packed_v4)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
+                          ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp, FC_REAL *C,
+                          ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_PACKED_BODY(6)
+}
+
+__attribute__((target("arch=x86-64-v3"))) static void
+FC_SFX(fc_gemm_packed_v3)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
+                          ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp, FC_REAL *C,
+                          ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_PACKED_BODY(3)
+}
+#endif
+
+static void
+FC_SFX(fc_gemm_packed_base)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
+                            const FC_REAL *A, ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp,
+                            FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_PACKED_BODY(2)
+}
+
+void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
+                            const FC_REAL *A, ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp,
+                            FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    if (M <= 0 || n1 <= n0)
+        return;
+    if (K <= 0) {
+        for (ptrdiff_t m = 0; m < M && !accumulate; m++)
+            for (ptrdiff_t n = n0; n < n1; n++)
+                C[m * ldc + n] = 0;
+        return;
+    }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+    if (fc_cpu_level() >= 4) {
+        FC_SFX(fc_gemm_packed_v4)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
+        return;
+    }
+    if (fc_cpu_level() == 3) {
+        FC_SFX(fc_gemm_packed_v3)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
+        return;
+    }
+#endif
+    FC_SFX(fc_gemm_packed_base)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
+}
+
+/* elements of a packed K x N matrix */
+ptrdiff_t FC_SFX(fc_packed_size)(ptrdiff_t K, ptrdiff_t N)
+{
+    return K * ((N + FC_NR - 1) / FC_NR) * FC_NR;
+}
+
+ptrdiff_t FC_SFX(fc_packed_panel_width)(void)
+{
+    return FC_NR;
+}
+
+#undef FC_GEMM_PACKED_BODY
+#undef FC_NR
+#undef FC_KC
