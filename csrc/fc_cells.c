@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <math.h>
+#include <stdlib.h>
 #include "fc_cells.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(FC_NO_CLONES) \
@@ -21,14 +22,20 @@
 #define FC_C(x) ((FC_REAL)(x))
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-/* 4: x86-64-v4 (AVX-512), 3: x86-64-v3 (AVX2 + FMA), else 0; for fc_gemm_impl.h's dispatch */
+/* 4: x86-64-v4 (AVX-512), 3: x86-64-v3 (AVX2 + FMA), else 0; for fc_gemm_impl.h's dispatch.
+ * FASTCELLS_GEMM_ISA=v3|base caps it (read once; for testing every path on one machine). */
 static int fc_cpu_level(void)
 {
     static int level = -1;
     int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (l < 0) {
+        const char *cap = getenv("FASTCELLS_GEMM_ISA");
         __builtin_cpu_init();
         l = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
+        if (cap != NULL && strcmp(cap, "v3") == 0 && l > 3)
+            l = 3;
+        else if (cap != NULL && strcmp(cap, "base") == 0)
+            l = 0;
         __atomic_store_n(&level, l, __ATOMIC_RELAXED);
     }
     return l;

@@ -1,0 +1,94 @@
+"""The per-step GEMM on packed weights (csrc/fc_gemm_impl.h) against NumPy, on every code path.
+
+The cell tests exercise it through the kernels, but with small H; here: K beyond one k-block
+(512), column ranges that start and end inside a panel (hidden split), a K sub-range of a taller
+packed matrix (classic GRU backward), M = 1 (its own micro-kernel) and remainders of the row
+blocks, on the AVX-512, AVX2 and baseline paths (FASTCELLS_GEMM_ISA caps the dispatch level;
+it is read once per process, so the capped paths run in subprocesses).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastcells import _kernels
+
+CASES = [  # M, N, K, n0, n1, k_off, Kp
+    (1, 64, 33, 0, 64, 0, 33),
+    (1, 100, 700, 5, 97, 0, 700),
+    (2, 96, 5, 0, 96, 0, 5),
+    (6, 32, 512, 0, 32, 0, 512),
+    (7, 100, 33, 0, 100, 0, 33),
+    (13, 257, 1100, 31, 230, 0, 1100),
+    (64, 512, 2048, 0, 512, 0, 2048),
+    (5, 48, 16, 0, 48, 32, 48),       # rows 32..47 of a 48-row packed matrix
+    (9, 40, 32, 0, 40, 0, 48),        # rows 0..31
+    (3, 70, 20, 33, 34, 0, 20),       # a single column
+    (4, 70, 20, 40, 40, 0, 20),       # an empty range: C untouched
+]
+
+
+def _check(dtype, case, accumulate, seed=0):
+    M, N, K, n0, n1, k_off, Kp = case
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((M, K)).astype(dtype)
+    Bm = rng.standard_normal((Kp, N)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    want = C.astype(np.float64).copy()
+    prod = A.astype(np.float64) @ Bm[k_off:k_off + K].astype(np.float64)
+    want[:, n0:n1] = (want[:, n0:n1] if accumulate else 0) + prod[:, n0:n1]
+    Bp = np.empty(_kernels.packed_size(Kp, N, np.dtype(dtype).itemsize), dtype)
+    got = C.copy()
+    _kernels.gemm_packed(A, Bm, Bp, got, n0, n1, accumulate, k_off)
+    eps = np.finfo(dtype).eps
+    # outside the range: bit-identical; inside: error of a K-term dot product
+    assert np.array_equal(got[:, :n0], C[:, :n0]) and np.array_equal(got[:, n1:], C[:, n1:])
+    scale = np.abs(A).astype(np.float64) @ np.abs(Bm[k_off:k_off + K]).astype(np.float64)
+    err = np.abs(got[:, n0:n1] - want[:, n0:n1]) / (scale[:, n0:n1] + np.abs(want[:, n0:n1]) + 1)
+    assert err.max(initial=0) <= 4 * eps, (case, err.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_gemm_packed(dtype, case, accumulate):
+    _check(dtype, case, accumulate)
+
+
+def test_gemm_packed_rejects_bad_shapes():
+    A = np.ones((2, 3), np.float32)
+    Bm = np.ones((3, 4), np.float32)
+    C = np.zeros((2, 4), np.float32)
+    Bp = np.empty(_kernels.packed_size(3, 4, 4), np.float32)
+    with pytest.raises(ValueError):
+        _kernels.gemm_packed(A, Bm, Bp, C, 0, 5, True)
+    with pytest.raises(ValueError):
+        _kernels.gemm_packed(A, Bm, Bp[:-1], C, 0, 4, True)
+
+
+@pytest.mark.parametrize("isa", ["v3", "base"])
+def test_gemm_packed_other_isas(isa):
+    """The AVX2 and baseline kernels (and a whole LSTM step through them) in a subprocess."""
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, %r)\n"
+        "import test_gemm_packed as t\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    for c in t.CASES:\n"
+        "        for acc in (True, False):\n"
+        "            t._check(dt, c, acc)\n"
+        "import fastcells\n"
+        "from fastcells import reference as R\n"
+        "rng = np.random.default_rng(1)\n"
+        "T, B, I, H = 3, 5, 4, 40\n"
+        "x = rng.standard_normal((T, B, I)); w_ih = rng.standard_normal((4 * H, I)) * .3\n"
+        "w_hh = rng.standard_normal((4 * H, H)) * .3\n"
+        "y, h, c, ws = fastcells.lstm_forward(x, None, None, w_ih, w_hh)\n"
+        "yr = R.lstm_forward(x, None, None, w_ih, w_hh)[0]\n"
+        "assert np.abs(y - yr).max() < 1e-12, np.abs(y - yr).max()\n"
+        "print('ok')\n" % os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, FASTCELLS_GEMM_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
