@@ -30,19 +30,38 @@
  *     [0, 4096], a workspace that is too small, misaligned or in the wrong state.
  *   - n_threads: the number of threads a call may use (0 = OpenMP's default,
  *     omp_get_max_threads()). Small problems use fewer (an extra thread costs ~10-100 us to wake).
- *     BLAS runs single-threaded inside the kernels' own threads; no global state is changed.
+ *     BLAS runs single-threaded inside the kernels' own threads, set per thread through
+ *     OpenBLAS's openblas_set_num_threads_local; no global state is changed. If SciPy's BLAS has
+ *     no such function (not OpenBLAS, or OpenBLAS < 0.3.27) the C API runs single-threaded
+ *     (the Python API then limits BLAS globally instead, so at n_threads > 1 its bits may
+ *     differ from the C API's).
+ *   - Results are bitwise reproducible for the same inputs, shapes and n_threads, and equal to
+ *     the Python API's (fastcells.lstm_forward etc.) at the same n_threads.
+ *   - Aliasing: no output may overlap an input or another output, except that LSTM and RNN
+ *     accept db_ih == db_hh (the one array then receives the bias gradient).
  *   - Thread safety: calls may run concurrently from any number of threads, without the Python
  *     GIL, as long as no two concurrent calls write the same memory (outputs, workspace).
  *
  * WORKSPACE (the caller owns all memory)
  *   fc_<cell>_workspace_size_<t>(..., training) returns the bytes a forward call of that shape
  *   needs (or a negative FC_ERR_*). The workspace must be aligned to 8 bytes (malloc's is).
- *   Inference (training = 0): scratch, O(B*H + weights) bytes, reusable at once.
+ *   Query it for each shape: the size is not monotonic in the shape (inference chunks its
+ *   timesteps by B), so a workspace sized for a larger batch may be too small for a smaller one.
+ *   Inference (training = 0): scratch, reusable at once: the packed weights, O(B*H) states and
+ *   the input projection of a chunk of timesteps (at most 2^20 gate values: 4 MiB in float32),
+ *   so independent of T for long sequences.
  *   Training (training = 1): the forward pass saves the gate activations and states in it; the
  *   matching backward pass reads them and CONSUMES the workspace (it overwrites the saved
  *   activations with gate gradients): a second backward returns FC_ERR_WORKSPACE_STATE until the
  *   next training forward. Backward must get the same sizes and flags, and the same inputs
- *   x, h0, c0, weights and lengths (NULL where forward had NULL), unmodified.
+ *   x, h0, c0, weights and lengths (NULL where forward had NULL), unmodified. A backward of
+ *   the other element type gets FC_ERR_WORKSPACE_SIZE (when the workspace is too small for
+ *   it) or FC_ERR_WORKSPACE_STATE.
+ *
+ * SEVERAL SOURCE FILES: by default each translation unit has its own table pointer and must
+ * call import_fastcells(). Alternatively (NumPy's PY_ARRAY_UNIQUE_SYMBOL pattern) define
+ * FASTCELLS_UNIQUE_SYMBOL in every file, call import_fastcells() in one, and also define
+ * FASTCELLS_NO_IMPORT in the others: they share one table pointer.
  */
 #ifndef FASTCELLS_H
 #define FASTCELLS_H
@@ -175,10 +194,23 @@ typedef struct fastcells_capi {
 #define FASTCELLS_CAPSULE_NAME "fastcells._C_API"
 
 #if !defined(FASTCELLS_BUILDING_LIBRARY) && !defined(FASTCELLS_NO_PYTHON)
+#if defined(__GNUC__)
+#define FC_MAYBE_UNUSED __attribute__((unused))
+#else
+#define FC_MAYBE_UNUSED
+#endif
+
+#if defined(FASTCELLS_UNIQUE_SYMBOL) && defined(FASTCELLS_NO_IMPORT)
+extern const fastcells_capi_t *fastcells_capi_ptr;        /* defined in the importing file */
+#elif defined(FASTCELLS_UNIQUE_SYMBOL)
+const fastcells_capi_t *fastcells_capi_ptr = NULL;        /* shared by the extension's files */
+#else
 /* One table pointer per translation unit: call import_fastcells() in each that uses the API. */
 static const fastcells_capi_t *fastcells_capi_ptr = NULL;
+#endif
 
-static int import_fastcells(void)
+#if !defined(FASTCELLS_NO_IMPORT)
+static FC_MAYBE_UNUSED int import_fastcells(void)
 {
     const fastcells_capi_t *api;
     if (fastcells_capi_ptr != NULL)
@@ -197,6 +229,7 @@ static int import_fastcells(void)
     fastcells_capi_ptr = api;
     return 0;
 }
+#endif
 
 /* the runtime version of the library (after import_fastcells()) */
 #define fc_api_version() (fastcells_capi_ptr->api_version)

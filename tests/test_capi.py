@@ -926,17 +926,9 @@ def huge_outcomes():
                       for h in _HUGE], timeout=120, mem_headroom=1 << 30)
 
 
-_WRAP_BUG = ("C API bug: check_dims (_capi.pxi) computes T*B in int64 without an overflow "
-             "guard, so T*B = 2**64 wraps to 0 and passes the BLAS limit check: the inference "
-             "size query answers a positive size (forward then fails with "
-             "FC_ERR_WORKSPACE_SIZE, or runs with a big enough workspace), and with lengths "
-             "forward/backward read B entries of lengths (out of bounds) and return FC_ERR_ARG")
-
-
 @pytest.mark.parametrize(
     "cell, dtype_name, shape, with_lengths",
-    [pytest.param(*h, marks=pytest.mark.xfail(strict=True, reason=_WRAP_BUG))
-     if h[2][0].startswith("TB-wrap") else h for h in _HUGE],
+    _HUGE,
     ids=[_huge_id(*h) for h in _HUGE])
 def test_sizes_beyond_blas_int(huge_outcomes, cell, dtype_name, shape, with_lengths):
     """Sizes that do not fit BLAS's 32-bit integers give FC_ERR_SIZE from every function, with

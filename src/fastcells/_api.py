@@ -583,7 +583,8 @@ def rnn_backward(dy, dh_n, ws):
     dw_ih = np.empty((H, I), dtype)
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
-    dg = np.empty((T, B, H), dtype)
+    chunk = _kernels.rnn_backward_chunk(T)
+    dg = np.empty((chunk, B, H), dtype)
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
                                dtype.itemsize)
     with blas_fallback_limit(nt):
@@ -592,7 +593,7 @@ def rnn_backward(dy, dh_n, ws):
                               a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
-                              T, B, I, H, ws.nonlinearity == "relu", nt, n_rows,
+                              T, B, I, H, ws.nonlinearity == "relu", chunk, nt, n_rows,
                               n_cols, set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh

@@ -97,6 +97,17 @@ def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssiz
     return nt, rows, cols
 
 
+cdef idx backward_chunk(idx T) noexcept nogil:
+    # Timesteps per chunk of the Elman-RNN backward: ~1/16 of the sequence, so its dG scratch is
+    # ~6% of the saved states (the hoisted products then run once per chunk).
+    return (T + 15) // 16 if T > 0 else 1
+
+
+def rnn_backward_chunk(Py_ssize_t T):
+    """Timesteps per chunk of the Elman-RNN backward (its dG scratch holds this many)."""
+    return backward_chunk(T)
+
+
 def chunk_steps(Py_ssize_t T, Py_ssize_t B, int G, Py_ssize_t H):
     """Timesteps per input-projection chunk of an inference forward."""
     return inference_chunk(T, B, G, H)
@@ -118,9 +129,11 @@ cdef inline bint fits_blas(int64_t v) noexcept nogil:
 cdef int check_dims(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int G) noexcept nogil:
     if T < 0 or B < 0 or I < 0 or H < 1 or P < 0:
         return FC_ERR_SIZE
-    # everything handed to BLAS must fit its 32-bit integers (then no product below overflows
-    # int64 before the byte count is checked)
-    if not (fits_blas(T * B) and fits_blas(G * H) and fits_blas(I) and fits_blas(P)):
+    # everything handed to BLAS must fit its 32-bit integers; each factor is bounded before a
+    # product is formed, so no product can wrap around int64 (T = B = 2**32 would give 0)
+    if not (fits_blas(T) and fits_blas(B) and fits_blas(H) and fits_blas(I) and fits_blas(P)):
+        return FC_ERR_SIZE
+    if not (fits_blas(T * B) and fits_blas(G * H)):
         return FC_ERR_SIZE
     return FC_OK
 
@@ -160,8 +173,10 @@ cdef int64_t carve(const double *counts, int n, int itemsize, int64_t *off) noex
     for k in range(n):
         off[k] = <int64_t>total
         nbytes = counts[k] * itemsize
+        if nbytes > 4.0e18:
+            return FC_ERR_SIZE
         total += (<int64_t>((nbytes + WS_ALIGN - 1) / WS_ALIGN)) * <double>WS_ALIGN
-    if total > 4.0e18:
+    if total > 4.0e18:                 # (int64 holds 9.2e18; sizes passed check_dims first)
         return FC_ERR_SIZE
     return <int64_t>total
 
@@ -538,7 +553,7 @@ cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, i
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
-    c[R_DG] = TB * H if training else 0                # backward scratch
+    c[R_DG] = <double>backward_chunk(T) * B * H if training else 0   # backward scratch
     c[R_HBUF] = 0 if training else <double>B * H
     return carve(c, R_N, itemsize, off)
 
@@ -640,7 +655,8 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), slot(ws, off, R_WT, dx),
                  slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
-                 lengths, T, B, I, H, relu, nt, rows, cols, _capi_set_threads)
+                 lengths, T, B, I, H, relu, backward_chunk(T), nt, rows, cols,
+                 _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
         memcpy(db_hh, db_ih, H * sizeof(floating))   # both biases enter the same sum
     return st

@@ -286,11 +286,11 @@ cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
 
 
 cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const floating *a,
-                             floating *out) noexcept nogil:
-    """Columns [n*part/parts, n*(part+1)/parts) of out = column sums of a (rows, n)."""
+                             floating *out, bint accumulate=False) noexcept nogil:
+    """Columns [n*part/parts, n*(part+1)/parts) of out (+)= column sums of a (rows, n)."""
     cdef idx c0 = slice_start(n, parts, part), c1 = slice_start(n, parts, part + 1)
     if c1 > c0:
-        colsum(rows, c1 - c0, ld, a + c0, out + c0, 0)
+        colsum(rows, c1 - c0, ld, a + c0, out + c0, accumulate)
 
 
 cdef inline int thread_block(int tid, int nthr, int n_rows, int n_cols, idx B, idx H,
@@ -865,17 +865,29 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
-                 idx T, idx B, idx I, idx H, int relu, int n_threads, int n_rows, int n_cols,
-                 set_threads_fn set_threads) noexcept nogil:
+                 idx T, idx B, idx I, idx H, int relu, idx chunk, int n_threads, int n_rows,
+                 int n_cols, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
-    # dg (T,B,H) scratch = dG; w_pack (packed_size(H, H)) scratch = W_hh packed;
-    # hs (T,B,H) saved h_t (kept: dW_hh needs it after the loop).
-    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
+    # dg (chunk,B,H) scratch = dG of `chunk` timesteps; w_pack (packed_size(H, H)) scratch =
+    # W_hh packed; hs (T,B,H) saved h_t.
+    # The time loop runs backwards in chunks of `chunk` steps; after each chunk the hoisted
+    # products take its rows (dx of the chunk, dW_ih, dW_hh, db accumulated), so the scratch
+    # for dG is a fraction of the saved states rather than a second copy of them (issue 6's
+    # memory target: the training step's extra memory stays near the minimal workspace).
+    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e, t_lo, t_hi, rows
+    cdef floating *dg_t
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint act
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
+    if T == 0:
+        if I > 0:
+            memset(dw_ih, 0, H * I * sizeof(floating))
+        memset(dw_hh, 0, H * H * sizeof(floating))
+        if db != NULL:
+            memset(db, 0, H * sizeof(floating))
+        return 0
     prev_main = set_blas_threads(set_threads, 1)
     fc_barrier_init(&bar, n_threads)
     with parallel(num_threads=n_threads):
@@ -892,32 +904,48 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
         fc_barrier_wait(&bar)
-        for t in range(T - 1, -1, -1):
-            dy_t = dy + t * BH if dy != NULL else NULL
-            r = b0
-            while r < b1 and nj > 0:
-                e = run_end(lengths, t, r, b1, &act)
-                if act:
-                    pw_rnn_bwd(e - r, nj, H, hs + t * BH + r * H + j0,
-                               dg + t * BH + r * H + j0,
-                               dy_t + r * H + j0 if dy_t != NULL else NULL,
-                               dh0 + r * H + j0, relu)
-                else:
-                    zero_block(dg + t * BH + r * H + j0, e - r, nj, H)
-                r = e
-            if nc > 1:
-                fc_barrier_wait(&bar)
-            if nb > 0 and nj > 0:
-                pgemm(nb, j0, j1, H, dg + t * BH + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
-        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
-        gemm_part(tid, nthr, False, False, T * B, I, H, dg, H, w_ih, I, 0, dx, I)
-        gemm_part(tid, nthr, True, False, H, I, T * B, dg, H, x, I, 0, dw_ih, I)
-        gemm_part(tid, nthr, True, False, H, H, B if T > 0 else 0, dg, H, h0, H, 0, dw_hh, H)
-        if T > 1:
-            gemm_part(tid, nthr, True, False, H, H, (T - 1) * B, dg + BH, H, hs, H, 1,
-                     dw_hh, H)
-        if db != NULL:
-            colsum_part(tid, nthr, T * B, H, H, dg, db)
+        t_hi = T
+        while t_hi > 0:
+            t_lo = t_hi - chunk if t_hi > chunk else 0
+            for t in range(t_hi - 1, t_lo - 1, -1):
+                dy_t = dy + t * BH if dy != NULL else NULL
+                dg_t = dg + (t - t_lo) * BH
+                r = b0
+                while r < b1 and nj > 0:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_rnn_bwd(e - r, nj, H, hs + t * BH + r * H + j0, dg_t + r * H + j0,
+                                   dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                   dh0 + r * H + j0, relu)
+                    else:
+                        zero_block(dg_t + r * H + j0, e - r, nj, H)
+                    r = e
+                if nc > 1:
+                    fc_barrier_wait(&bar)
+                if nb > 0 and nj > 0:
+                    pgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
+            fc_barrier_wait(&bar)          # the chunk's dG is written: its hoisted products
+            rows = (t_hi - t_lo) * B
+            # dx[chunk] = dG @ W_ih ; dW_ih (+)= dG^T x[chunk] ; db (+)= colsum dG
+            if I > 0:
+                gemm_part(tid, nthr, False, False, rows, I, H, dg, H, w_ih, I, 0,
+                          dx + t_lo * B * I, I)
+                gemm_part(tid, nthr, True, False, H, I, rows, dg, H, x + t_lo * B * I, I,
+                          0 if t_hi == T else 1, dw_ih, I)
+            # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], with h0 for t = 0
+            if t_lo > 0:
+                gemm_part(tid, nthr, True, False, H, H, rows, dg, H, hs + (t_lo - 1) * BH, H,
+                          0 if t_hi == T else 1, dw_hh, H)
+            else:
+                gemm_part(tid, nthr, True, False, H, H, B, dg, H, h0, H,
+                          0 if t_hi == T else 1, dw_hh, H)
+                if t_hi > 1:
+                    gemm_part(tid, nthr, True, False, H, H, rows - B, dg + BH, H, hs, H, 1,
+                              dw_hh, H)
+            if db != NULL:
+                colsum_part(tid, nthr, rows, H, H, dg, db, t_hi != T)
+            fc_barrier_wait(&bar)          # before the next chunk overwrites dg
+            t_hi = t_lo
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -1039,13 +1067,13 @@ def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
                  const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
-                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                 Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), ptr(w_pack),
                          cptr(hs),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
-                         iptr(lengths), T, B, I, H, relu, n_threads, n_rows, n_cols,
+                         iptr(lengths), T, B, I, H, relu, chunk, n_threads, n_rows, n_cols,
                          as_fn(set_threads))
     return status
 

@@ -80,6 +80,37 @@ def step_fn(mod, cell, p, mode, n_threads):
     return run
 
 
+def minimal_workspace_bytes(cell, B, T, H, itemsize):
+    """What a training step must keep between forward and backward: the saved gate activations
+    and states (LSTM: gates 4H + c + h per step and row; GRU: gates 3H + the n-gate's hidden part
+    + h; RNN: h)."""
+    per = {"lstm": 6 * H, "gru": 5 * H, "rnn": H}[cell]
+    return T * B * per * itemsize
+
+
+def memory_use(cell, p, mode, n_threads):
+    """Peak bytes fastcells allocates for one step beyond the arrays it returns (tracemalloc
+    sees NumPy's allocations): forward (+ backward for training)."""
+    import tracemalloc
+    step_args = (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
+        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    fwd, bwd = getattr(_api, f"{cell}_forward"), getattr(_api, f"{cell}_backward")
+    training = mode == "train"
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        *outs, ws = fwd(*step_args, training=training, n_threads=n_threads)
+        if training:
+            extra = (None,) if cell == "lstm" else ()
+            outs += [g for g in bwd(p["dy"], None, *extra, ws) if g is not None]
+            del ws
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak - sum(a.nbytes for a in outs)
+
+
 def torch_step_fn(cell, p, mode, n_threads):
     """The same step through torch.nn.LSTM/GRU/RNN (CPU), or None if torch is missing."""
     try:
@@ -269,6 +300,24 @@ def format_table(rows, have_torch):
     return "\n".join(out)
 
 
+def format_memory(rows):
+    """Memory table: what a step allocates beyond its results (tracemalloc), against the
+    minimal training workspace; inference in units of one (B, H) state."""
+    lines = ["memory (fastcells, one step; extra = peak allocation beyond the returned arrays)",
+             "cell |  mode |   shape |   dtype | extra MiB | minimal MiB | extra / minimal "
+             "| extra / (B*H state)"]
+    for r in rows:
+        B, T, I, H = r["dims"]
+        state = B * H * np.dtype(r["dtype"]).itemsize
+        mn = r["minimal_workspace_bytes"]
+        lines.append(
+            f"{r['cell']:>4} | {r['mode']:>5} | {r['shape']:>7} | {r['dtype']:>7} | "
+            f"{r['extra_bytes'] / 2**20:9.2f} | "
+            + (f"{mn / 2**20:11.2f} | {r['extra_over_minimal']:15.2f} | {'':>19}" if mn else
+               f"{'':>11} | {'':>15} | {r['extra_bytes'] / state:19.1f}"))
+    return "\n".join(lines)
+
+
 def plot(rows, path):
     try:
         import matplotlib
@@ -362,6 +411,8 @@ def run(args):
         with threadpool_limits(limits=nt, user_api="blas"):   # NumPy's BLAS for the reference
             med, best, rounds = time_paired(fns, budget, **timing)
         floor = min(v for k, v in med.items() if k.startswith("floor"))
+        mem = memory_use(cell, p, mode, nt)
+        mem_min = minimal_workspace_bytes(cell, B, T, H, dt.itemsize) if mode == "train" else None
         fc = med["fastcells"]
         row = dict(cell=cell, mode=mode, shape=s, dims=[B, T, I, H], dtype=dt.name,
                    threads=nt, rounds=rounds, fastcells_ms=fc * 1e3,
@@ -372,13 +423,17 @@ def run(args):
                    floor_ms=floor * 1e3, fastcells_over_floor=fc / floor,
                    fastcells_best_ms=best["fastcells"] * 1e3,
                    reference_best_ms=best["reference"] * 1e3,
-                   gflops=gemm_flops(cell, B, T, I, H, mode) / fc / 1e9)
+                   gflops=gemm_flops(cell, B, T, I, H, mode) / fc / 1e9,
+                   extra_bytes=mem, minimal_workspace_bytes=mem_min,
+                   extra_over_minimal=mem / mem_min if mem_min else None)
         rows.append(row)
     print()
     print(format_table(rows, have_torch))
     print()
     print("vs ref / vs torch: speedup of fastcells (higher is better); x floor: fastcells time "
           "/ GEMM-floor time (1.00 = only the matrix products); GFLOP/s of the necessary GEMMs.")
+    print()
+    print(format_memory(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": header, "rows": rows}, f, indent=2)
