@@ -45,10 +45,14 @@ ctypedef struct ws_header:         # 64 bytes at the start of a workspace
 # LSTM step took 24 us on one thread and 285 us on two); below this much GEMM work per thread an
 # extra thread cannot pay for itself, so a call uses fewer threads than it may.
 cdef double MIN_FLOPS_PER_THREAD = 16e6
-# Hidden split pays when each thread's share of W_hh stays in its cache while the whole matrix
-# would not; with small weights a step is microseconds and the per-step barrier costs more than
-# it saves (measured: batch-1 LSTM H=128 and B=16 H=64 run faster batch-split, LSTM H=256 B=32
-# faster hidden-split).
+# Hidden split (each thread owns a slice of the hidden units; one barrier per step) is used only
+# when the batch is too small to give every thread at least two rows, and W_hh is large enough
+# that a step's work pays for the barrier (a batch-1 LSTM with H=128 ran faster on one thread).
+# With larger batches the batch split won once the per-step GEMM ran on packed weights
+# (measured, 2 threads, paired medians: charrnn B=32 H=256 LSTM/GRU/RNN train and infer all
+# faster batch-split, e.g. LSTM train 65.8 vs 77.0 ms, GRU infer 14.6 vs 18.3 ms; medium B=64
+# H=512 within noise; large H=1024 LSTM train 767 vs 827 ms). Before packing, the hidden split
+# had won at charrnn because each thread then re-packed only its half of W_hh.
 cdef double HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
 # Inference processes the input projection in chunks of timesteps holding at most this many gate
 # values, so its extra memory is O(B*H), independent of T.
@@ -73,7 +77,8 @@ cdef void thread_layout(int nt, idx B, idx H, int G, idx P, int itemsize, bint h
     if nt <= 1:
         return
     if can_split_hidden and (forced == 2 or (
-            forced != 1 and <double>G * H * P * itemsize > HIDDEN_SPLIT_WEIGHT_BYTES)):
+            forced != 1 and B < 2 * nt
+            and <double>G * H * P * itemsize > HIDDEN_SPLIT_WEIGHT_BYTES)):
         n_cols[0] = nt
         return
     n_rows[0] = <int>(B if B < nt else nt) if B > 0 else 1
