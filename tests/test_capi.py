@@ -402,7 +402,7 @@ CASES = [
     ("primes", (7, 13, 5, 17, 11), dict(lengths=True, n_threads=2)),
     # large enough for 2 threads (see _kernels.plan): batch split, and hidden split (H = 256)
     ("big-batch-split", (20, 32, 72, 64, 32), dict(n_threads=2, lengths=True)),
-    ("big-hidden-split", (16, 3, 32, 256, 64), dict(n_threads=2)),
+    ("big-hidden-split", (32, 3, 32, 256, 64), dict(n_threads=2)),
 ]
 
 
