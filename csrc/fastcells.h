@@ -45,11 +45,9 @@
  * WORKSPACE (the caller owns all memory)
  *   fc_<cell>_workspace_size_<t>(..., training) returns the bytes a forward call of that shape
  *   needs (or a negative FC_ERR_*). The workspace must be aligned to 8 bytes (malloc's is).
- *   Query it for each shape: the size is not monotonic in the shape (inference chunks its
- *   timesteps by B), so a workspace sized for a larger batch may be too small for a smaller one.
- *   Inference (training = 0): scratch, reusable at once: the packed weights, O(B*H) states and
- *   the input projection of a chunk of timesteps (at most 2^20 gate values: 4 MiB in float32),
- *   so independent of T for long sequences.
+ *   Query it for each shape. A workspace sized for training also serves inference.
+ *   Inference (training = 0): scratch, reusable at once: packed copies of w_ih and w_hh and
+ *   O(B*G*H) states and gate values; independent of T.
  *   Training (training = 1): the forward pass saves the gate activations and states in it; the
  *   matching backward pass reads them and CONSUMES the workspace (it overwrites the saved
  *   activations with gate gradients): a second backward returns FC_ERR_WORKSPACE_STATE until the

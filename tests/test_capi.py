@@ -484,15 +484,18 @@ def test_workspace_size_queries(cell, dtype):
     p = make(cell, dtype, 1, 4, 3, 8)
     sizes = [ws_size(make(cell, dtype, T, 4, 3, 8), 1) for T in range(0, 8)]
     assert all(isinstance(s, int) and s > 0 for s in sizes)
-    assert all(b > a for a, b in zip(sizes, sizes[1:])), f"training sizes not increasing: {sizes}"
-    # inference: O(B*H + weights), independent of T once T*B*G*H exceeds 2**20 gate values
-    per_step = 4 * p.G * 8
-    T0 = -(-(1 << 20) // per_step)
+    # non-decreasing in T, growing with it once the saved activations outweigh the inference
+    # scratch (a training-sized workspace also serves inference)
+    assert all(b >= a for a, b in zip(sizes, sizes[1:])), f"training sizes decrease: {sizes}"
+    assert sizes[-1] > sizes[0], sizes
+    assert all(s >= ws_size(make(cell, dtype, T, 4, 3, 8), 0) for T, s in enumerate(sizes))
+    # inference: O(B*H + weights), independent of T
+    T0 = 1000
     inf = {T: call(fname(cell, "workspace_size", dtype),
                    {**size_kw(p, 0), "T": T}) for T in (1, 5, T0, T0 + 1, 3 * T0, 50 * T0)}
     assert all(v > 0 for v in inf.values()), inf
     assert inf[T0] == inf[T0 + 1] == inf[3 * T0] == inf[50 * T0], inf
-    assert inf[1] <= inf[5] <= inf[T0]
+    assert inf[1] == inf[5] == inf[T0]
     train_big = call(fname(cell, "workspace_size", dtype), {**size_kw(p, 1), "T": 50 * T0})
     assert train_big > 40 * inf[50 * T0]
     # float64 needs more than float32

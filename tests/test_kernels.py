@@ -154,24 +154,18 @@ def test_inference_equals_training(cell, dtype, n_threads):
     assert_results_equal(infer, train)
 
 
-# T=300: long sequence, one inference chunk. T=800: the inference input projection is split
-# into chunks (T*B*G*H > 2**20 gate values for the LSTM and the GRU; chunk size does not
-# divide T). B=2100, H=128: one timestep fills a chunk (chunk = 1). The RNN has no chunking
-# but the long sequence and the wide batch are still worth checking.
+# Long sequences and a wide batch. Inference runs the input projection per step on packed W_ih,
+# training as one BLAS GEMM: same math, rounding may differ in the last bits.
 LONG_SHAPES = [(300, 4, 16, 64), (800, 8, 16, 64), (3, 2100, 4, 128)]
 
 
 @pytest.mark.parametrize("n_threads", N_THREADS)
 @pytest.mark.parametrize("shape", LONG_SHAPES, ids=shape_id)
 def test_large_inference_equals_training(cell, dtype, shape, n_threads):
-    T, B, I, H = shape
-    if T != 300 and kind_of(cell) != "rnn":
-        chunk = max(1, (1 << 20) // (B * n_gates(cell) * H))
-        assert chunk < T and (T % chunk != 0 or chunk == 1), "shape must cross the chunk size"
     p = make_problem(cell, dtype, *shape)
     train, _ = forward(fastcells, p, n_threads=n_threads)
     infer, _ = forward(fastcells, p, n_threads=n_threads, training=False)
-    assert_results_equal(infer, train)
+    assert_results_close(infer, train, dtype)
 
 
 # ------------------------------------------------------------------------------ threads

@@ -360,18 +360,19 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         us = np.empty((T, B, H), dtype) if proj else None
         chunk = T
     else:
-        chunk = _kernels.chunk_steps(T, B, 4, H)
+        chunk = 1              # the input projection runs per step on packed W_ih (w_ih_pack)
         gates = np.empty((chunk, B, 4 * H), dtype)
         cs = hs = None
         us = np.empty((B, H), dtype) if proj else None
         hbuf = np.empty((B, P), dtype)
     w_pack = _pack_buffer(P, 4 * H, dtype)
+    w_ih_pack = None if training else _pack_buffer(I, 4 * H, dtype)
     w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
     with blas_fallback_limit(nt):
         _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
                               _flat(cs), _flat(hs), _flat(us), _flat(hbuf), x.reshape(-1),
                               h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
-                              w_hh.reshape(-1), w_pack, bias, _flat(w_hr_t), lengths,
+                              w_hh.reshape(-1), w_pack, w_ih_pack, bias, _flat(w_hr_t), lengths,
                               T, B, I, H, P, chunk, nt, n_rows, n_cols,
                               set_threads_local_address())
     if not training:
@@ -480,7 +481,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         hs = np.empty((T, B, H), dtype)
         chunk = T
     else:
-        chunk = _kernels.chunk_steps(T, B, 3, H)
+        chunk = 1              # the input projection runs per step on packed W_ih
         gates = np.empty((chunk, B, 3 * H), dtype)
         hn = None if reset_after else np.empty((B, H), dtype)
         hs = None
@@ -489,7 +490,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
                              _flat(hs), gh.reshape(-1), _flat(hbuf), x.reshape(-1),
                              h0.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
-                             _pack_buffer(H, 3 * H, dtype), kb_ih, kb_hh,
+                             _pack_buffer(H, 3 * H, dtype),
+                             None if training else _pack_buffer(I, 3 * H, dtype), kb_ih, kb_hh,
                              reset_after, lengths, T, B, I, H, chunk, nt, n_rows, n_cols,
                              set_threads_local_address())
     if not training:
@@ -568,7 +570,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     with blas_fallback_limit(nt):
         _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), _flat(hbuf),
                              x.reshape(-1), h0.reshape(-1), w_ih.reshape(-1),
-                             w_hh.reshape(-1), _pack_buffer(H, H, dtype), bias, lengths, T, B, I,
+                             w_hh.reshape(-1), _pack_buffer(H, H, dtype),
+                             None if training else _pack_buffer(I, H, dtype), bias, lengths, T, B, I,
                              H, relu, nt, n_rows,
                              n_cols, set_threads_local_address())
     if not training:

@@ -54,10 +54,7 @@ cdef double MIN_FLOPS_PER_THREAD = 16e6
 # H=512 within noise; large H=1024 LSTM train 767 vs 827 ms). Before packing, the hidden split
 # had won at charrnn because each thread then re-packed only its half of W_hh.
 cdef double HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
-# Inference processes the input projection in chunks of timesteps holding at most this many gate
-# values, so its extra memory is O(B*H), independent of T.
 cdef enum:
-    INFERENCE_CHUNK_ELEMS = 1 << 20
     MAX_THREADS = 4096             # as fastcells._threads.MAX_THREADS
     BLAS_INT_MAX = 2147483647
 
@@ -84,16 +81,6 @@ cdef void thread_layout(int nt, idx B, idx H, int G, idx P, int itemsize, bint h
     n_rows[0] = <int>(B if B < nt else nt) if B > 0 else 1
 
 
-cdef idx inference_chunk(idx T, idx B, int G, idx H) noexcept nogil:
-    cdef idx per_step = B * G * H, c
-    if per_step < 1:
-        per_step = 1
-    c = INFERENCE_CHUNK_ELEMS // per_step
-    if c > T:
-        c = T
-    return c if c > 1 else 1
-
-
 def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
          int itemsize, bint hidden_ok, int forced):
     """(threads, n_rows, n_cols) a call of this size uses (the same rule as the C API)."""
@@ -111,11 +98,6 @@ cdef idx backward_chunk(idx T) noexcept nogil:
 def rnn_backward_chunk(Py_ssize_t T):
     """Timesteps per chunk of the Elman-RNN backward (its dG scratch holds this many)."""
     return backward_chunk(T)
-
-
-def chunk_steps(Py_ssize_t T, Py_ssize_t B, int G, Py_ssize_t H):
-    """Timesteps per input-projection chunk of an inference forward."""
-    return inference_chunk(T, B, G, H)
 
 
 # ---------------------------------------------------------------- state set by fastcells/__init__
@@ -271,13 +253,21 @@ cdef inline double psize(int64_t K, int64_t N, int itemsize, bint also_transpose
     return a if not also_transposed or a > b else b
 
 
+cdef inline int64_t serves_inference(int64_t training_bytes, int64_t inference_bytes) noexcept nogil:
+    # a training-sized workspace also serves an inference forward of the same shape
+    if training_bytes < 0 or inference_bytes < 0:
+        return training_bytes if training_bytes < 0 else inference_bytes
+    return training_bytes if training_bytes > inference_bytes else inference_bytes
+
+
 # ---------------------------------------------------------------- LSTM
 cdef enum:
-    L_WT, L_WRT, L_BIAS, L_ZERO, L_GATES, L_CS, L_HS, L_US, L_DHS, L_DU, L_HBUF, L_N
+    L_WT, L_WIH, L_WRT, L_BIAS, L_ZERO, L_GATES, L_CS, L_HS, L_US, L_DHS, L_DU, L_HBUF, L_N
 
 cdef int64_t lstm_ws(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint training,
                      int itemsize, int64_t *off) noexcept nogil:
     cdef double c[L_N]
+    cdef int64_t tmp[MAX_SLOTS]
     cdef bint proj = P > 0
     cdef int64_t Pe = P if proj else H
     cdef double TB = <double>T * B, G = 4
@@ -285,14 +275,16 @@ cdef int64_t lstm_ws(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint
     c[L_WRT] = <double>H * P if proj else 0            # W_hr^T (H, P)
     c[L_BIAS] = G * H                                  # b_ih + b_hh
     c[L_ZERO] = <double>B * (Pe if Pe > H else H)      # zeros for absent h0 / c0
-    c[L_GATES] = (TB if training else <double>inference_chunk(T, B, 4, H) * B) * G * H
+    c[L_WIH] = 0 if training else psize(I, 4 * H, itemsize, False)   # W_ih^T packed (inference)
+    c[L_GATES] = (TB if training else <double>B) * G * H
     c[L_CS] = TB * H if training else 0
     c[L_HS] = TB * Pe if training else 0
     c[L_US] = (TB if training else B) * H if proj else 0
     c[L_DHS] = TB * Pe if training and proj else 0     # backward scratch
     c[L_DU] = <double>B * H if training and proj else 0
     c[L_HBUF] = 0 if training else <double>B * Pe
-    return carve(c, L_N, itemsize, off)
+    return serves_inference(carve(c, L_N, itemsize, off),
+                            lstm_ws(T, B, I, H, P, False, itemsize, tmp) if training else 0)
 
 
 cdef int64_t lstm_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int training,
@@ -359,9 +351,10 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                   slot(ws, off, L_US, y) if proj else NULL,
                   NULL if training else slot(ws, off, L_HBUF, y),
                   x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
-                  slot(ws, off, L_WT, y), slot(ws, off, L_BIAS, y),
+                  slot(ws, off, L_WT, y), NULL if training else slot(ws, off, L_WIH, y),
+                  slot(ws, off, L_BIAS, y),
                   slot(ws, off, L_WRT, y) if proj else NULL, lengths,
-                  T, B, I, H, Pe, T if training else inference_chunk(T, B, 4, H),
+                  T, B, I, H, Pe, T if training else 1,
                   nt, rows, cols, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
@@ -425,21 +418,25 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
 
 # ---------------------------------------------------------------- GRU
 cdef enum:
-    G_WT, G_ZERO, G_GH, G_GATES, G_HN, G_HS, G_DGH, G_HBUF, G_N
+    G_WT, G_WIH, G_ZERO, G_GH, G_GATES, G_HN, G_HS, G_DGH, G_HBUF, G_N
 
 cdef int64_t gru_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint reset_after, bint training,
                     int itemsize, int64_t *off) noexcept nogil:
     cdef double c[G_N]
+    cdef int64_t tmp[MAX_SLOTS]
     cdef double TB = <double>T * B, G = 3
     c[G_WT] = psize(H, 3 * H, itemsize, training)      # W_hh^T (H, 3H) packed; W_hh in bwd
     c[G_ZERO] = <double>B * H if B * H > 3 * H else 3.0 * H   # zeros: h0, b_ih, b_hh
     c[G_GH] = <double>B * G * H                        # h W_hh^T of a step
-    c[G_GATES] = (TB if training else <double>inference_chunk(T, B, 3, H) * B) * G * H
+    c[G_WIH] = 0 if training else psize(I, 3 * H, itemsize, False)   # W_ih^T packed (inference)
+    c[G_GATES] = (TB if training else <double>B) * G * H
     c[G_HN] = TB * H if training else (0 if reset_after else <double>B * H)
     c[G_HS] = TB * H if training else 0
     c[G_DGH] = 2.0 * B * G * H if training else 0      # backward scratch
     c[G_HBUF] = 0 if training else <double>B * H
-    return carve(c, G_N, itemsize, off)
+    return serves_inference(carve(c, G_N, itemsize, off),
+                            gru_ws(T, B, I, H, reset_after, False, itemsize, tmp) if training
+                            else 0)
 
 
 cdef int64_t gru_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int reset_after,
@@ -497,8 +494,9 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
                  NULL if training else slot(ws, off, G_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, slot(ws, off, G_WT, y),
+                 NULL if training else slot(ws, off, G_WIH, y),
                  b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
-                 lengths, T, B, I, H, T if training else inference_chunk(T, B, 3, H),
+                 lengths, T, B, I, H, T if training else 1,
                  nt, rows, cols, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),
@@ -548,19 +546,22 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
 
 # ---------------------------------------------------------------- Elman RNN
 cdef enum:
-    R_WT, R_BIAS, R_ZERO, R_HS, R_DG, R_HBUF, R_N
+    R_WT, R_WIH, R_BIAS, R_ZERO, R_HS, R_DG, R_HBUF, R_N
 
 cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, int itemsize,
                     int64_t *off) noexcept nogil:
     cdef double c[R_N]
+    cdef int64_t tmp[MAX_SLOTS]
     cdef double TB = <double>T * B
     c[R_WT] = psize(H, H, itemsize, False)             # W_hh^T packed (W_hh in backward)
+    c[R_WIH] = 0 if training else psize(I, H, itemsize, False)   # W_ih^T packed (inference)
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
     c[R_DG] = <double>backward_chunk(T) * B * H if training else 0   # backward scratch
     c[R_HBUF] = 0 if training else <double>B * H
-    return carve(c, R_N, itemsize, off)
+    return serves_inference(carve(c, R_N, itemsize, off),
+                            rnn_ws(T, B, I, H, False, itemsize, tmp) if training else 0)
 
 
 cdef int64_t rnn_ws_size(int64_t T, int64_t B, int64_t I, int64_t H, int relu, int training,
@@ -616,6 +617,7 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, slot(ws, off, R_WT, y),
+                 NULL if training else slot(ws, off, R_WIH, y),
                  slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols,
                  _capi_set_threads)
     if st == FC_OK and training:

@@ -6,8 +6,9 @@ Every kernel is one ``nogil`` call over raw pointers, written once over the fuse
 and workspace, and passes C-contiguous arrays; nothing here allocates or touches Python objects.
 
 Structure of every forward kernel (DESIGN.md practices 2, 3, 6, 7):
-  1. input projection of a chunk of timesteps as ONE GEMM, its rows split over the threads
-     (training: the chunk is the whole sequence; inference: a bounded chunk, O(B*H) memory);
+  1. training: the input projection of all timesteps as ONE GEMM, its rows split over the
+     threads (its result is saved anyway); inference: per step on packed W_ih inside the loop,
+     on each thread's own block (O(B*H) memory, no gate buffer for the sequence);
   2. the time loop inside one OpenMP parallel region. The threads form an n_rows x n_cols grid:
      each owns a slice of the batch rows and a slice of the hidden units and runs all timesteps:
      per step the recurrent GEMM of its block, then the fused pointwise pass of the cell on the
@@ -327,12 +328,16 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   floating *gates, floating *cs, floating *hs, floating *us, floating *hbuf,
                   const floating *x, const floating *h0, const floating *c0,
                   const floating *w_ih, const floating *w_hh, floating *w_pack,
-                  const floating *bias, const floating *w_hr_t, const int64_t *lengths,
-                  idx T, idx B, idx I, idx H, idx P, idx chunk,
+                  floating *w_ih_pack, const floating *bias, const floating *w_hr_t,
+                  const int64_t *lengths, idx T, idx B, idx I, idx H, idx P, idx chunk,
                   int n_threads, int n_rows, int n_cols,
                   set_threads_fn set_threads) noexcept nogil:
     # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
     # gates: training (T,B,4H) out = saved i,f,g,o; inference (chunk,B,4H) scratch.
+    # w_ih_pack: inference only, (packed_size(I, 4H)) scratch or NULL. Given (and chunk = 1),
+    #   the input projection runs per step on the packed W_ih^T, on each thread's own block
+    #   (no chunk GEMM, no barrier, gates only (1,B,4H)); NULL: chunks of `chunk` steps through
+    #   BLAS.
     # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the cell state
     #   lives in c_n, updated in place; h alternates between hbuf and h_n).
     # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
@@ -372,13 +377,17 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         onj = P if proj else nj
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
+        if w_ih_pack != NULL:
+            pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 4H)
+            fc_barrier_wait(&bar)
         t0 = 0
         while t0 < T:
             tc = chunk if chunk < T - t0 else T - t0
-            # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
-            gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
-                      gates, G)
-            fc_barrier_wait(&bar)          # the chunk's input projection is complete
+            if w_ih_pack == NULL:
+                # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
+                gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
+                          gates, G)
+                fc_barrier_wait(&bar)      # the chunk's input projection is complete
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + gt * B * G
@@ -397,6 +406,11 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                     u_t = us if proj else h_dest
                 # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
                 if nj > 0 and b1 > b0:
+                    if w_ih_pack != NULL:
+                        # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. L1 input part)
+                        gates_pgemm(b1 - b0, j0, j1, H, 4, I,
+                                    x + (t * B + b0) * I if x != NULL else NULL, w_ih_pack,
+                                    g_t + b0 * G, False)
                     gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack, g_t + b0 * G,
                                 True)
                 # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
@@ -431,7 +445,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                 if nc > 1:
                     fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
             t0 = t0 + tc
-            if t0 < T:
+            if t0 < T and w_ih_pack == NULL:
                 fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
         restore_blas_threads(set_threads, prev_local)
     if training:
@@ -549,12 +563,13 @@ cdef int gru_fwd(floating *y, floating *h_n,
                  floating *gates, floating *hn_save, floating *hs, floating *gh, floating *hbuf,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, floating *w_pack,
-                 const floating *b_ih, const floating *b_hh, bint reset_after,
-                 const int64_t *lengths, idx T, idx B, idx I, idx H, idx chunk,
+                 floating *w_ih_pack, const floating *b_ih, const floating *b_hh,
+                 bint reset_after, const int64_t *lengths, idx T, idx B, idx I, idx H, idx chunk,
                  int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
     # gates: training (T,B,3H) out = saved r,z,n; inference (chunk,B,3H) scratch.
+    # w_ih_pack: inference only, packed W_ih^T (I, 3H) scratch or NULL: as in lstm_fwd.
     # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
     #   inference: classic (B,H) scratch, reset_after NULL.
     # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
@@ -590,13 +605,17 @@ cdef int gru_fwd(floating *y, floating *h_n,
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
+        if w_ih_pack != NULL:
+            pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 3H)
+            fc_barrier_wait(&bar)
         t0 = 0
         while t0 < T:
             tc = chunk if chunk < T - t0 else T - t0
-            # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
-            gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
-                      gates, G)
-            fc_barrier_wait(&bar)          # the chunk's input projection is complete
+            if w_ih_pack == NULL:
+                # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
+                gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
+                          gates, G)
+                fc_barrier_wait(&bar)      # the chunk's input projection is complete
             for t in range(t0, t0 + tc):
                 gt = t if training else t - t0
                 g_t = gates + gt * B * G
@@ -608,6 +627,10 @@ cdef int gru_fwd(floating *y, floating *h_n,
                     h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
                     h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
                     hn_t = hn_save     # classic: scratch; reset_after: NULL
+                if w_ih_pack != NULL and nb > 0 and nj > 0:
+                    # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
+                    gates_pgemm(nb, j0, j1, H, 3, I, x + (t * B + b0) * I if x != NULL else NULL,
+                                w_ih_pack, g_t + b0 * G, False)
                 if nb > 0 and nj > 0:
                     if reset_after:
                         # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
@@ -657,7 +680,7 @@ cdef int gru_fwd(floating *y, floating *h_n,
                 if nc > 1:
                     fc_barrier_wait(&bar)
             t0 = t0 + tc
-            if t0 < T:
+            if t0 < T and w_ih_pack == NULL:
                 fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
         restore_blas_threads(set_threads, prev_local)
     if training:
@@ -792,14 +815,16 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
 cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, floating *w_pack,
-                 const floating *bias,
+                 floating *w_ih_pack, const floating *bias,
                  const int64_t *lengths, idx T, idx B, idx I, idx H, int relu,
                  int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
-    # packed; bias (H,) = b_ih + b_hh.
+    # packed; w_ih_pack: inference only, packed W_ih^T (I, H) scratch or NULL (as in lstm_fwd:
+    # the input projection per step on each thread's block instead of one GEMM before the
+    # loop); bias (H,) = b_ih + b_hh.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -826,7 +851,10 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
+        if w_ih_pack != NULL:
+            pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, H)
+        else:
+            gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
         fc_barrier_wait(&bar)
         nj = j1 - j0
         nb = b1 - b0
@@ -839,6 +867,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                 h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
                 h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
             if nb > 0 and nj > 0:
+                if w_ih_pack != NULL:
+                    pgemm(nb, j0, j1, I, x + (t * B + b0) * I if x != NULL else NULL, I,
+                          w_ih_pack, I, g_t + b0 * H, H, False)
                 pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
             r = b0
             while r < b1 and nj > 0:
@@ -973,7 +1004,7 @@ def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
                  floating[::1] hbuf,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
                  const floating[::1] w_ih, const floating[::1] w_hh, floating[::1] w_pack,
-                 const floating[::1] bias, const floating[::1] w_hr_t,
+                 floating[::1] w_ih_pack, const floating[::1] bias, const floating[::1] w_hr_t,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                  Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
@@ -982,7 +1013,8 @@ def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
     with nogil:
         status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
                           ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
-                          ptr(w_pack), cptr(bias), cptr(w_hr_t), iptr(lengths), T, B, I, H, P, chunk,
+                          ptr(w_pack), ptr(w_ih_pack), cptr(bias), cptr(w_hr_t), iptr(lengths),
+                          T, B, I, H, P, chunk,
                           n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
@@ -1015,15 +1047,16 @@ def gru_forward(floating[::1] y, floating[::1] h_n,
                 floating[::1] gates, floating[::1] hn_save, floating[::1] hs, floating[::1] gh,
                 floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh, floating[::1] w_pack, const floating[::1] b_ih,
+                const floating[::1] w_hh, floating[::1] w_pack, floating[::1] w_ih_pack,
+                const floating[::1] b_ih,
                 const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), ptr(hbuf),
-                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), ptr(w_pack), cptr(b_ih),
-                         cptr(b_hh),
+                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), ptr(w_pack), ptr(w_ih_pack),
+                         cptr(b_ih), cptr(b_hh),
                          reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_rows,
                          n_cols, as_fn(set_threads))
     return status
@@ -1049,14 +1082,15 @@ def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
 
 def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[::1] hbuf,
                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh, floating[::1] w_pack, const floating[::1] bias,
+                const floating[::1] w_hh, floating[::1] w_pack, floating[::1] w_ih_pack,
+                const floating[::1] bias,
                 const int64_t[::1] lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
     with nogil:
         status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), ptr(hbuf), cptr(x), cptr(h0), cptr(w_ih),
-                         cptr(w_hh), ptr(w_pack), cptr(bias), iptr(lengths), T, B, I, H, relu,
+                         cptr(w_hh), ptr(w_pack), ptr(w_ih_pack), cptr(bias), iptr(lengths), T, B, I, H, relu,
                          n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
