@@ -33,9 +33,8 @@ SHAPES = {
     "medium": (64, 100, 256, 512),
     "large": (64, 50, 512, 1024),
 }
-# The quick run (CI's sanity gate) covers batch-1 and small shapes. At charrnn size Elman-RNN
-# training is at parity with the NumPy reference on this project's machine (0.97-1.03x,
-# issue 6), which a strict "never slower" gate cannot judge reliably; the default run covers it.
+# The quick run (CI's sanity gate, ~30 s) covers batch-1 and small shapes; the default run
+# covers the larger ones.
 QUICK_SHAPES = ("latency", "small")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
