@@ -151,7 +151,9 @@ def test_inference_equals_training(cell, dtype, n_threads):
     train, ws_train = forward(fastcells, p, n_threads=n_threads)
     infer, ws_infer = forward(fastcells, p, n_threads=n_threads, training=False)
     assert ws_infer is None and ws_train is not None
-    assert_results_equal(infer, train)
+    # same math; the input projection runs through another GEMM kernel (packed, per step) in
+    # inference, so the bits may differ (docs/guarantees.md, Determinism)
+    assert_results_close(infer, train, dtype)
 
 
 # Long sequences and a wide batch. Inference runs the input projection per step on packed W_ih,

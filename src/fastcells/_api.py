@@ -358,10 +358,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         cs = np.empty((T, B, H), dtype)
         hs = np.empty((T, B, P), dtype)
         us = np.empty((T, B, H), dtype) if proj else None
-        chunk = T
     else:
-        chunk = 1              # the input projection runs per step on packed W_ih (w_ih_pack)
-        gates = np.empty((chunk, B, 4 * H), dtype)
+        gates = np.empty((B, 4 * H), dtype)   # one step: the input projection runs per step
         cs = hs = None
         us = np.empty((B, H), dtype) if proj else None
         hbuf = np.empty((B, P), dtype)
@@ -373,7 +371,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
                               _flat(cs), _flat(hs), _flat(us), _flat(hbuf), x.reshape(-1),
                               h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
                               w_hh.reshape(-1), w_pack, w_ih_pack, bias, _flat(w_hr_t), lengths,
-                              T, B, I, H, P, chunk, nt, n_rows, n_cols,
+                              T, B, I, H, P, nt, n_rows, n_cols,
                               set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
@@ -479,10 +477,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         gates = np.empty((T, B, 3 * H), dtype)
         hn = np.empty((T, B, H), dtype)
         hs = np.empty((T, B, H), dtype)
-        chunk = T
     else:
-        chunk = 1              # the input projection runs per step on packed W_ih
-        gates = np.empty((chunk, B, 3 * H), dtype)
+        gates = np.empty((B, 3 * H), dtype)   # one step: the input projection runs per step
         hn = None if reset_after else np.empty((B, H), dtype)
         hs = None
         hbuf = np.empty((B, H), dtype)
@@ -492,7 +488,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
                              h0.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
                              _pack_buffer(H, 3 * H, dtype),
                              None if training else _pack_buffer(I, 3 * H, dtype), kb_ih, kb_hh,
-                             reset_after, lengths, T, B, I, H, chunk, nt, n_rows, n_cols,
+                             reset_after, lengths, T, B, I, H, nt, n_rows, n_cols,
                              set_threads_local_address())
     if not training:
         return y, h_n, None

@@ -354,7 +354,7 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                   slot(ws, off, L_WT, y), NULL if training else slot(ws, off, L_WIH, y),
                   slot(ws, off, L_BIAS, y),
                   slot(ws, off, L_WRT, y) if proj else NULL, lengths,
-                  T, B, I, H, Pe, T if training else 1,
+                  T, B, I, H, Pe,
                   nt, rows, cols, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
@@ -496,7 +496,7 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, slot(ws, off, G_WT, y),
                  NULL if training else slot(ws, off, G_WIH, y),
                  b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
-                 lengths, T, B, I, H, T if training else 1,
+                 lengths, T, B, I, H,
                  nt, rows, cols, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),

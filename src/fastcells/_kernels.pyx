@@ -329,15 +329,15 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   const floating *x, const floating *h0, const floating *c0,
                   const floating *w_ih, const floating *w_hh, floating *w_pack,
                   floating *w_ih_pack, const floating *bias, const floating *w_hr_t,
-                  const int64_t *lengths, idx T, idx B, idx I, idx H, idx P, idx chunk,
+                  const int64_t *lengths, idx T, idx B, idx I, idx H, idx P,
                   int n_threads, int n_rows, int n_cols,
                   set_threads_fn set_threads) noexcept nogil:
     # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
-    # gates: training (T,B,4H) out = saved i,f,g,o; inference (chunk,B,4H) scratch.
-    # w_ih_pack: inference only, (packed_size(I, 4H)) scratch or NULL. Given (and chunk = 1),
-    #   the input projection runs per step on the packed W_ih^T, on each thread's own block
-    #   (no chunk GEMM, no barrier, gates only (1,B,4H)); NULL: chunks of `chunk` steps through
-    #   BLAS.
+    # gates: training (T,B,4H) out = saved i,f,g,o; inference (B,4H) scratch.
+    # w_ih_pack: inference (packed_size(I, 4H)) scratch, training NULL. Training projects all
+    #   inputs with one BLAS GEMM before the loop (the gates are saved anyway); inference runs
+    #   the input projection per step on the packed W_ih^T, on each thread's own block, so it
+    #   needs no sequence-long gate buffer and no barrier for it.
     # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the cell state
     #   lives in c_n, updated in place; h alternates between hbuf and h_n).
     # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
@@ -345,7 +345,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh (4H,P); w_pack (packed_size(P, 4H))
     #   scratch = W_hh^T packed; bias (4H,) = b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then
     #   n_cols must be 1); lengths (B,) or NULL.
-    cdef idx G = 4 * H, BH = B * H, BP = B * P, t0, tc, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
+    cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint training = hs != NULL, proj = w_hr_t != NULL, act
@@ -377,76 +377,70 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         onj = P if proj else nj
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
-        if w_ih_pack != NULL:
-            pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 4H)
+        if not training:
+            if I > 0:
+                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 4H)
             fc_barrier_wait(&bar)
-        t0 = 0
-        while t0 < T:
-            tc = chunk if chunk < T - t0 else T - t0
-            if w_ih_pack == NULL:
-                # gates[chunk] = x[chunk] @ W_ih^T  (one GEMM for tc*B rows; eq. L1 input part)
-                gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
-                          gates, G)
-                fc_barrier_wait(&bar)      # the chunk's input projection is complete
-            for t in range(t0, t0 + tc):
-                gt = t if training else t - t0
-                g_t = gates + gt * B * G
-                if training:
-                    h_prev = hs + (t - 1) * BP if t > 0 else h0
-                    c_prev = cs + (t - 1) * BH if t > 0 else c0
-                    c_out = cs + t * BH
-                    h_dest = hs + t * BP
-                    u_t = us + t * BH if proj else h_dest
+        if training:
+            # gates = x @ W_ih^T  (one GEMM for all T*B rows; eq. L1 input part)
+            gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
+            fc_barrier_wait(&bar)          # the input projection (and W_hh's packing) is done
+        for t in range(T):
+            gt = t if training else 0
+            g_t = gates + gt * B * G
+            if training:
+                h_prev = hs + (t - 1) * BP if t > 0 else h0
+                c_prev = cs + (t - 1) * BH if t > 0 else c0
+                c_out = cs + t * BH
+                h_dest = hs + t * BP
+                u_t = us + t * BH if proj else h_dest
+            else:
+                # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1
+                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                c_prev = c_n
+                c_out = c_n
+                u_t = us if proj else h_dest
+            # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
+            if nj > 0 and b1 > b0:
+                if not training:
+                    # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. L1 input part)
+                    gates_pgemm(b1 - b0, j0, j1, H, 4, I,
+                                x + (t * B + b0) * I if x != NULL else NULL, w_ih_pack,
+                                g_t + b0 * G, False)
+                gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack, g_t + b0 * G,
+                            True)
+            # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
+            r = b0
+            while r < b1 and nj > 0:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    pw_lstm_fwd(e - r, nj, H, G, H, g_t + r * G + j0, bias + j0,
+                                c_prev + r * H + j0, c_out + r * H + j0, u_t + r * H + j0)
+                elif proj:
+                    zero_block(u_t + r * H, e - r, H, H)   # keeps dW_hr = dH^T U exact
+                r = e
+            if proj and b1 > b0:
+                # h_t[rows] = u_t[rows] @ W_hr^T   (n_cols == 1 here)
+                gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
+                     u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_dest + b0 * P,
+                     <int>P)
+            # outputs, and rows past their length keep their state; h columns [oj0,
+            # oj0 + onj) are this thread's (all P of them with a projection)
+            r = b0
+            while r < b1 and onj > 0:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
+                               P)
                 else:
-                    # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1
-                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
-                    c_prev = c_n
-                    c_out = c_n
-                    u_t = us if proj else h_dest
-                # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
-                if nj > 0 and b1 > b0:
-                    if w_ih_pack != NULL:
-                        # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. L1 input part)
-                        gates_pgemm(b1 - b0, j0, j1, H, 4, I,
-                                    x + (t * B + b0) * I if x != NULL else NULL, w_ih_pack,
-                                    g_t + b0 * G, False)
-                    gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack, g_t + b0 * G,
-                                True)
-                # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
-                r = b0
-                while r < b1 and nj > 0:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        pw_lstm_fwd(e - r, nj, H, G, H, g_t + r * G + j0, bias + j0,
-                                    c_prev + r * H + j0, c_out + r * H + j0, u_t + r * H + j0)
-                    elif proj:
-                        zero_block(u_t + r * H, e - r, H, H)   # keeps dW_hr = dH^T U exact
-                    r = e
-                if proj and b1 > b0:
-                    # h_t[rows] = u_t[rows] @ W_hr^T   (n_cols == 1 here)
-                    gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
-                         u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_dest + b0 * P,
-                         <int>P)
-                # outputs, and rows past their length keep their state; h columns [oj0,
-                # oj0 + onj) are this thread's (all P of them with a projection)
-                r = b0
-                while r < b1 and onj > 0:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
-                                   P)
-                    else:
-                        copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
-                        if training:
-                            copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
-                        zero_block(y + t * BP + r * P + oj0, e - r, onj, P)
-                    r = e
-                if nc > 1:
-                    fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
-            t0 = t0 + tc
-            if t0 < T and w_ih_pack == NULL:
-                fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
+                    copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
+                    if training:
+                        copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
+                    zero_block(y + t * BP + r * P + oj0, e - r, onj, P)
+                r = e
+            if nc > 1:
+                fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
         restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BP, BP * sizeof(floating))
@@ -564,12 +558,12 @@ cdef int gru_fwd(floating *y, floating *h_n,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, floating *w_pack,
                  floating *w_ih_pack, const floating *b_ih, const floating *b_hh,
-                 bint reset_after, const int64_t *lengths, idx T, idx B, idx I, idx H, idx chunk,
+                 bint reset_after, const int64_t *lengths, idx T, idx B, idx I, idx H,
                  int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
-    # gates: training (T,B,3H) out = saved r,z,n; inference (chunk,B,3H) scratch.
-    # w_ih_pack: inference only, packed W_ih^T (I, 3H) scratch or NULL: as in lstm_fwd.
+    # gates: training (T,B,3H) out = saved r,z,n; inference (B,3H) scratch.
+    # w_ih_pack: inference packed W_ih^T (I, 3H) scratch, training NULL: as in lstm_fwd.
     # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
     #   inference: classic (B,H) scratch, reset_after NULL.
     # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
@@ -577,7 +571,7 @@ cdef int gru_fwd(floating *y, floating *h_n,
     # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh (3H,H); w_pack (packed_size(H, 3H)) scratch =
     # W_hh^T packed; b_ih, b_hh (3H,) (zeros when
     # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
-    cdef idx G = 3 * H, BH = B * H, t0, tc, t, b0, b1, j0, j1, nj, nb, gt, r, e
+    cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, gt, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint training = hs != NULL, act
@@ -605,83 +599,77 @@ cdef int gru_fwd(floating *y, floating *h_n,
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
-        if w_ih_pack != NULL:
-            pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 3H)
+        if not training:
+            if I > 0:
+                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 3H)
             fc_barrier_wait(&bar)
-        t0 = 0
-        while t0 < T:
-            tc = chunk if chunk < T - t0 else T - t0
-            if w_ih_pack == NULL:
-                # gates[chunk] = x[chunk] @ W_ih^T  (eq. G1-G3 input parts)
-                gemm_part(tid, nthr, False, True, tc * B, G, I, x + t0 * B * I, I, w_ih, I, 0,
-                          gates, G)
-                fc_barrier_wait(&bar)      # the chunk's input projection is complete
-            for t in range(t0, t0 + tc):
-                gt = t if training else t - t0
-                g_t = gates + gt * B * G
-                if training:
-                    h_prev = hs + (t - 1) * BH if t > 0 else h0
-                    h_dest = hs + t * BH
-                    hn_t = hn_save + t * BH
+        if training:
+            # gates = x @ W_ih^T  (one GEMM for all T*B rows; eq. G1-G3 input parts)
+            gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
+            fc_barrier_wait(&bar)          # the input projection (and W_hh's packing) is done
+        for t in range(T):
+            gt = t if training else 0
+            g_t = gates + gt * B * G
+            if training:
+                h_prev = hs + (t - 1) * BH if t > 0 else h0
+                h_dest = hs + t * BH
+                hn_t = hn_save + t * BH
+            else:
+                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                hn_t = hn_save     # classic: scratch; reset_after: NULL
+            if not training and nb > 0 and nj > 0:
+                # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
+                gates_pgemm(nb, j0, j1, H, 3, I, x + (t * B + b0) * I if x != NULL else NULL,
+                            w_ih_pack, g_t + b0 * G, False)
+            if nb > 0 and nj > 0:
+                if reset_after:
+                    # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
+                    gates_pgemm(nb, j0, j1, H, 3, H, h_prev + b0 * H, w_pack, gh + b0 * G,
+                                False)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru_fwd(e - r, nj, H, G, H, g_t + r * G + j0, gh + r * G + j0,
+                                       b_ih + j0, b_hh + j0, h_prev + r * H + j0,
+                                       h_dest + r * H + j0,
+                                       hn_t + r * H + j0 if hn_t != NULL else NULL)
+                        r = e
                 else:
-                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
-                    hn_t = hn_save     # classic: scratch; reset_after: NULL
-                if w_ih_pack != NULL and nb > 0 and nj > 0:
-                    # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
-                    gates_pgemm(nb, j0, j1, H, 3, I, x + (t * B + b0) * I if x != NULL else NULL,
-                                w_ih_pack, g_t + b0 * G, False)
-                if nb > 0 and nj > 0:
-                    if reset_after:
-                        # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
-                        gates_pgemm(nb, j0, j1, H, 3, H, h_prev + b0 * H, w_pack, gh + b0 * G,
-                                    False)
-                        r = b0
-                        while r < b1:
-                            e = run_end(lengths, t, r, b1, &act)
-                            if act:
-                                pw_gru_fwd(e - r, nj, H, G, H, g_t + r * G + j0, gh + r * G + j0,
-                                           b_ih + j0, b_hh + j0, h_prev + r * H + j0,
-                                           h_dest + r * H + j0,
-                                           hn_t + r * H + j0 if hn_t != NULL else NULL)
-                            r = e
-                    else:
-                        # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
-                        pgemm(nb, 0, 2 * H, H, h_prev + b0 * H, H, w_pack, H, gh + b0 * G, G,
-                              False)
-                        r = b0
-                        while r < b1:
-                            e = run_end(lengths, t, r, b1, &act)
-                            if act:
-                                pw_gru1_fwd_a(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
-                                              b_hh, h_prev + r * H, hn_t + r * H)
-                            else:
-                                zero_block(hn_t + r * H, e - r, H, H)
-                            r = e
-                        pgemm(nb, 2 * H, G, H, hn_t + b0 * H, H, w_pack, H, gh + b0 * G, G,
-                              False)
-                        r = b0
-                        while r < b1:
-                            e = run_end(lengths, t, r, b1, &act)
-                            if act:
-                                pw_gru1_fwd_b(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
-                                              b_hh, h_prev + r * H, h_dest + r * H)
-                            r = e
-                # outputs, and rows past their length keep their state
-                r = b0
-                while r < b1 and nj > 0:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
-                    else:
-                        copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
-                        zero_block(y + t * BH + r * H + j0, e - r, nj, H)
-                    r = e
-                if nc > 1:
-                    fc_barrier_wait(&bar)
-            t0 = t0 + tc
-            if t0 < T and w_ih_pack == NULL:
-                fc_barrier_wait(&bar)      # the next chunk overwrites the gates buffer
+                    # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
+                    pgemm(nb, 0, 2 * H, H, h_prev + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                          False)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_fwd_a(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                          b_hh, h_prev + r * H, hn_t + r * H)
+                        else:
+                            zero_block(hn_t + r * H, e - r, H, H)
+                        r = e
+                    pgemm(nb, 2 * H, G, H, hn_t + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                          False)
+                    r = b0
+                    while r < b1:
+                        e = run_end(lengths, t, r, b1, &act)
+                        if act:
+                            pw_gru1_fwd_b(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                          b_hh, h_prev + r * H, h_dest + r * H)
+                        r = e
+            # outputs, and rows past their length keep their state
+            r = b0
+            while r < b1 and nj > 0:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
+                else:
+                    copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
+                    zero_block(y + t * BH + r * H + j0, e - r, nj, H)
+                r = e
+            if nc > 1:
+                fc_barrier_wait(&bar)
         restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
@@ -822,9 +810,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
-    # packed; w_ih_pack: inference only, packed W_ih^T (I, H) scratch or NULL (as in lstm_fwd:
-    # the input projection per step on each thread's block instead of one GEMM before the
-    # loop); bias (H,) = b_ih + b_hh.
+    # packed; w_ih_pack: inference packed W_ih^T (I, H) scratch, training NULL (as in lstm_fwd:
+    # inference projects the input per step on each thread's block instead of one GEMM before
+    # the loop); bias (H,) = b_ih + b_hh.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -851,8 +839,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        if w_ih_pack != NULL:
-            pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, H)
+        if not training:
+            if I > 0:
+                pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, H)
         else:
             gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
         fc_barrier_wait(&bar)
@@ -867,7 +856,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                 h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
                 h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
             if nb > 0 and nj > 0:
-                if w_ih_pack != NULL:
+                if not training:
                     pgemm(nb, j0, j1, I, x + (t * B + b0) * I if x != NULL else NULL, I,
                           w_ih_pack, I, g_t + b0 * H, H, False)
                 pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
@@ -1007,15 +996,16 @@ def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
                  floating[::1] w_ih_pack, const floating[::1] bias, const floating[::1] w_hr_t,
                  const int64_t[::1] lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                 Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in lstm_fwd above (arrays flattened)."""
     cdef int status
+    if (hs is None) == (w_ih_pack is None):
+        raise ValueError("lstm_forward: w_ih_pack is required for inference and only for it")
     with nogil:
         status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
                           ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
                           ptr(w_pack), ptr(w_ih_pack), cptr(bias), cptr(w_hr_t), iptr(lengths),
-                          T, B, I, H, P, chunk,
-                          n_threads, n_rows, n_cols, as_fn(set_threads))
+                          T, B, I, H, P, n_threads, n_rows, n_cols, as_fn(set_threads))
     return status
 
 
@@ -1050,15 +1040,17 @@ def gru_forward(floating[::1] y, floating[::1] h_n,
                 const floating[::1] w_hh, floating[::1] w_pack, floating[::1] w_ih_pack,
                 const floating[::1] b_ih,
                 const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
-                Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t chunk,
+                Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
+    if (hs is None) == (w_ih_pack is None):
+        raise ValueError("gru_forward: w_ih_pack is required for inference and only for it")
     with nogil:
         status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), ptr(hbuf),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), ptr(w_pack), ptr(w_ih_pack),
                          cptr(b_ih), cptr(b_hh),
-                         reset_after, iptr(lengths), T, B, I, H, chunk, n_threads, n_rows,
-                         n_cols, as_fn(set_threads))
+                         reset_after, iptr(lengths), T, B, I, H, n_threads, n_rows, n_cols,
+                         as_fn(set_threads))
     return status
 
 
@@ -1088,6 +1080,8 @@ def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[:
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
+    if (hs is None) == (w_ih_pack is None):
+        raise ValueError("rnn_forward: w_ih_pack is required for inference and only for it")
     with nogil:
         status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), ptr(hbuf), cptr(x), cptr(h0), cptr(w_ih),
                          cptr(w_hh), ptr(w_pack), ptr(w_ih_pack), cptr(bias), iptr(lengths), T, B, I, H, relu,
