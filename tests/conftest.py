@@ -18,6 +18,7 @@ own float32 path is checked in test_reference.py). The scale is max(max|expected
   T·B = 640 rows) give √640·eps ≈ 1.5e-6 typical; observed errors are ~1e-6. A broken
   formula (wrong gate, wrong sign, a missing term) errs by O(1e-2) or more, far above it.
 """
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -199,25 +200,56 @@ def run_reference(problem):
     return res
 
 
+def relu_preactivations(a, T, B, H):
+    """Pre-activations (T, B, H) of a ReLU RNN in float64 for the inputs in dict ``a`` (x, h0,
+    w_ih, w_hh, b_ih, b_hh; h0 and the biases may be None), or None when T or B is 0."""
+    if T == 0 or B == 0:
+        return None
+    a = {k: (None if a[k] is None else np.asarray(a[k], np.float64))
+         for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")}
+    bias = sum(b for b in (a["b_ih"], a["b_hh"]) if b is not None)
+    h = a["h0"] if a["h0"] is not None else np.zeros((B, H))
+    pres = []
+    for t in range(T):
+        pres.append(a["x"][t] @ a["w_ih"].T + h @ a["w_hh"].T + bias)
+        h = np.maximum(pres[-1], 0)
+    return np.stack(pres)
+
+
 def check_relu_margin(problem):
     """relu' jumps at 0: a pre-activation within rounding distance of 0 makes the kernel and
     the oracle legitimately disagree on the gradient mask. Fail loudly (choose another seed)
     instead of reporting a spurious kernel error."""
-    p, dtype = problem.astype(np.float64), problem.dtype
-    a = p.inputs
-    if p.T == 0 or p.B == 0:
+    p, dtype = problem, problem.dtype
+    pre = relu_preactivations(p.inputs, p.T, p.B, p.H)
+    if pre is None:
         return
-    bias = sum(b for b in (a["b_ih"], a["b_hh"]) if b is not None)
-    h = a["h0"] if a["h0"] is not None else np.zeros((p.B, p.H))
-    pres = []
-    for t in range(p.T):
-        pres.append(a["x"][t] @ a["w_ih"].T + h @ a["w_hh"].T + bias)
-        h = np.maximum(pres[-1], 0)
-    pre = np.stack(pres)
     margin = np.abs(pre).min() / max(np.abs(pre).max(), 1e-300)
     assert margin > 100 * np.finfo(dtype).eps, (
         f"test problem has a relu pre-activation {margin:.2e} (relative) from 0; pick another "
         f"seed so the gradient mask is not decided by rounding")
+
+
+def run_concurrently(fn, n):
+    """fn(0), ..., fn(n - 1) in n threads released together by a barrier; their results in
+    order. An exception in any thread fails the caller (with all of them listed)."""
+    start = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def worker(w):
+        try:
+            start.wait()
+            results[w] = fn(w)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
 
 
 # ------------------------------------------------------------------------------ comparisons

@@ -27,7 +27,8 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import assert_results_close, assert_results_equal
+from conftest import (assert_results_close, assert_results_equal, relu_preactivations,
+                      run_concurrently)
 from isolated import describe, run_cases
 
 import fastcells
@@ -165,16 +166,10 @@ def make(cell, dtype, T=5, B=3, I=4, H=6, P=None, *, seed=0, h0=True, c0=True, b
 
 
 def relu_margin_ok(p):
-    if p.T == 0 or p.B == 0:
+    pre = relu_preactivations(p.a, p.T, p.B, p.H)
+    if pre is None:
         return True
-    a = {k: (None if v is None else v.astype(np.float64)) for k, v in p.a.items()}
-    bias = sum(b for b in (a["b_ih"], a["b_hh"]) if b is not None)
-    h = a["h0"] if a["h0"] is not None else np.zeros((p.B, p.H))
-    pres = []
-    for t in range(p.T):
-        pres.append(a["x"][t] @ a["w_ih"].T + h @ a["w_hh"].T + bias)
-        h = np.maximum(pres[-1], 0)
-    pre = np.abs(np.stack(pres))
+    pre = np.abs(pre)
     return pre.min() > 100 * np.finfo(p.dtype).eps * max(pre.max(), 1.0)
 
 
@@ -979,28 +974,16 @@ def test_four_threads_equal_serial():
     for (p, nt), res in zip(jobs, serial):       # the serial results are the Python API's
         exp = expected_train(fastcells, p, nt)
         assert_results_equal({k: v for k, v in res.items() if not k.startswith("inf_")}, exp)
-    start = threading.Barrier(4)
-    results, errors = [None] * 4, []
 
     def worker(w):
-        try:
-            start.wait()
-            out = []
-            rng = np.random.default_rng(w)
-            for _ in range(4):
-                order = rng.permutation(len(jobs))
-                for j in order:
-                    out.append((j, _run_job(jobs[j])))
-            results[w] = out
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        out = []
+        rng = np.random.default_rng(w)
+        for _ in range(4):
+            for j in rng.permutation(len(jobs)):
+                out.append((j, _run_job(jobs[j])))
+        return out
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    results = run_concurrently(worker, 4)
     for w in range(4):
         assert len(results[w]) == 4 * len(jobs)
         for j, got in results[w]:

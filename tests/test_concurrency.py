@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import CELLS, assert_results_equal
+from conftest import CELLS, assert_results_equal, run_concurrently
 from test_fuzz import build_call, call_backward, call_forward, fastcells_results
 
 import fastcells
@@ -48,29 +48,17 @@ def _do(job):
 def test_four_threads_equal_serial():
     jobs = _jobs()
     serial = [_do(j) for j in jobs]
-    start = threading.Barrier(4)
-    results = [None] * 4
-    errors = []
 
     def worker(w):
-        try:
-            start.wait()
-            order = list(range(len(jobs)))
-            np.random.default_rng(w).shuffle(order)   # different interleavings per thread
-            out = {}
-            for _ in range(3):
-                for j in order:
-                    out.setdefault(j, []).append(_do(jobs[j]))
-            results[w] = out
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        order = list(range(len(jobs)))
+        np.random.default_rng(w).shuffle(order)   # different interleavings per thread
+        out = {}
+        for _ in range(3):
+            for j in order:
+                out.setdefault(j, []).append(_do(jobs[j]))
+        return out
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    results = run_concurrently(worker, 4)
     for w in range(4):
         for j, runs in results[w].items():
             for got in runs:

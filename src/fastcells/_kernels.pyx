@@ -286,6 +286,20 @@ cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
             pgemm(nb, k * H + j0, k * H + j1, K, A, K, Wp, K, C, G, accumulate)
 
 
+cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx G, idx I,
+                             const floating *x, const floating *w_ih, floating *w_ih_pack,
+                             floating *gates, fc_barrier_t *bar) noexcept nogil:
+    """Before a forward time loop. Training: gates (T,B,G) = x @ W_ih^T as one GEMM over all
+    T*B rows, split over the threads (the result is saved for backward anyway). Inference:
+    pack W_ih^T (I, G) into w_ih_pack for the per-step projection inside the loop. Ends at a
+    barrier, which also completes the packing of W_hh the threads did before."""
+    if training:
+        gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
+    elif I > 0:
+        pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
+    fc_barrier_wait(bar)
+
+
 cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const floating *a,
                              floating *out, bint accumulate=False) noexcept nogil:
     """Columns [n*part/parts, n*(part+1)/parts) of out (+)= column sums of a (rows, n)."""
@@ -377,14 +391,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         onj = P if proj else nj
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
-        if not training:
-            if I > 0:
-                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 4H)
-            fc_barrier_wait(&bar)
-        if training:
-            # gates = x @ W_ih^T  (one GEMM for all T*B rows; eq. L1 input part)
-            gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
-            fc_barrier_wait(&bar)          # the input projection (and W_hh's packing) is done
+        input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # eq. L1
         for t in range(T):
             gt = t if training else 0
             g_t = gates + gt * B * G
@@ -599,14 +606,7 @@ cdef int gru_fwd(floating *y, floating *h_n,
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
-        if not training:
-            if I > 0:
-                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, 3H)
-            fc_barrier_wait(&bar)
-        if training:
-            # gates = x @ W_ih^T  (one GEMM for all T*B rows; eq. G1-G3 input parts)
-            gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
-            fc_barrier_wait(&bar)          # the input projection (and W_hh's packing) is done
+        input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # G1-G3
         for t in range(T):
             gt = t if training else 0
             g_t = gates + gt * B * G
@@ -839,12 +839,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        if not training:
-            if I > 0:
-                pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)    # W_ih^T (I, H)
-        else:
-            gemm_part(tid, nthr, False, True, T * B, H, I, x, I, w_ih, I, 0, buf, H)
-        fc_barrier_wait(&bar)
+        input_phase(tid, nthr, training, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
         nj = j1 - j0
         nb = b1 - b0
         for t in range(T):
