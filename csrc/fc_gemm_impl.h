@@ -14,8 +14,10 @@
  * Packed layout: N is cut into panels of FC_NR columns (two 64-byte vectors); panel p holds
  * rows k = 0..K-1 of columns p*FC_NR .. p*FC_NR + FC_NR - 1, zero-padded past N:
  *     Bp[(p*K + k)*FC_NR + j] = B[k][p*FC_NR + j]
- * The micro-kernel keeps MR rows x FC_NR columns of C in registers (MR = 6 with AVX-512: 12 zmm
- * accumulators; 3 with AVX2; 2 otherwise), broadcasting A and streaming one panel row per k.
+ * The micro-kernel keeps MR rows x FC_NR columns of C in registers (MR = 8 with AVX-512: 16 zmm
+ * accumulators, enough to cover the FMA latency of two FMA ports, and the per-thread batch slices
+ * 8, 16, 32 have no remainder tile; 3 with AVX2; 2 otherwise), broadcasting A and streaming
+ * one panel row per k.
  */
 
 #define FC_NR (128 / (int)sizeof(FC_REAL))    /* panel width: two 64-byte vectors */
@@ -46,11 +48,11 @@ void FC_SFX(fc_pack_b)(ptrdiff_t K, ptrdiff_t N, const FC_REAL *src, ptrdiff_t r
 /* C (mr x FC_NR, row stride ldc) (+)= A (mr x kc, row stride lda) @ panel slice (kc x FC_NR) */
 static inline __attribute__((always_inline)) void
 FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-               const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate)
+               const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, const FC_REAL *pf)
 {
     typedef FC_SFX(fc_vec) vec;
     const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    vec c0[6], c1[6];
+    vec c0[8], c1[8];
     for (int r = 0; r < MR; r++) {
         if (r < mr && accumulate) {
             __builtin_memcpy(&c0[r], C + r * ldc, sizeof(vec));
@@ -64,6 +66,10 @@ FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t l
         vec b0, b1;
         __builtin_memcpy(&b0, bp + k * FC_NR, sizeof(vec));
         __builtin_memcpy(&b1, bp + k * FC_NR + V, sizeof(vec));
+        if (pf != NULL) {
+            __builtin_prefetch(pf + k * FC_NR, 0, 2);
+            __builtin_prefetch(pf + k * FC_NR + V, 0, 2);
+        }
         for (int r = 0; r < MR; r++) {
             if (r < mr) {
                 FC_REAL a = A[r * lda + k];
@@ -116,16 +122,21 @@ FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, i
 }
 
 /* Rows [0, M) x one panel's columns [c0, c1) (c0, c1 relative to the panel; a partial panel
- * goes through a tile so that nothing outside [c0, c1) of C is read or written). */
+ * goes through a tile so that nothing outside [c0, c1) of C is read or written). While the first
+ * row tile streams this panel slice, it prefetches the next one (`next`, or NULL) into L2, so
+ * that slice is not waited for when the weights live in L3 (large H: 88% of LSTM inference in
+ * this kernel, its hottest instructions the panel loads). */
 static inline __attribute__((always_inline)) void
 FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-                 const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, int c0, int c1)
+                 const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, int c0, int c1,
+                 const FC_REAL *next)
 {
-    FC_REAL tile[6 * (128 / sizeof(FC_REAL))] __attribute__((aligned(64)));
+    FC_REAL tile[8 * (128 / sizeof(FC_REAL))] __attribute__((aligned(64)));
     for (ptrdiff_t m = 0; m < M; m += MR) {
         int mr = M - m < MR ? (int)(M - m) : MR;
         const FC_REAL *a = A + m * lda;
         FC_REAL *c = C + m * ldc;
+        const FC_REAL *pf = m == 0 ? next : NULL;
         if (M == 1) {
             FC_REAL *dst = c;
             if (c0 != 0 || c1 != FC_NR) {
@@ -139,14 +150,14 @@ FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrd
                     c[j - c0] = tile[j];
         } else if (c0 == 0 && c1 == FC_NR) {
             if (mr == MR)
-                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, bp, c, ldc, accumulate);
+                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, bp, c, ldc, accumulate, pf);
             else
-                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, c, ldc, accumulate);
+                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, c, ldc, accumulate, pf);
         } else {
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
-            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, tile, FC_NR, accumulate);
+            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, tile, FC_NR, accumulate, pf);
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     c[r * ldc + j - c0] = tile[r * FC_NR + j];
@@ -166,7 +177,8 @@ FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrd
             ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
             ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
             FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, Bp + (p * kp + k0) * FC_NR, C + lo, ldc,   \
-                             acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR));                \
+                             acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),                 \
+                             hi < n1 ? Bp + ((p + 1) * kp + k0) * FC_NR : NULL);                \
         }                                                                                       \
     }
 
@@ -176,7 +188,7 @@ FC_SFX(fc_gemm_packed_v4)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, 
                           ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp, FC_REAL *C,
                           ptrdiff_t ldc, int accumulate)
 {
-    FC_GEMM_PACKED_BODY(6)
+    FC_GEMM_PACKED_BODY(8)
 }
 
 __attribute__((target("arch=x86-64-v3"))) static void
