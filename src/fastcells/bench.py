@@ -13,6 +13,7 @@ within one run. Unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark comm
 select a slower OpenBLAS kernel on some machines); the header names the kernel that ran.
 """
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -236,6 +237,30 @@ def time_paired(fns, budget_s, min_rounds=3, max_rounds=20, settle_s=0.15):
 
 
 # ------------------------------------------------------------------------------ report
+def keep_freed_memory():
+    """Stop glibc's malloc from handing freed memory back to the OS between calls.
+
+    By default glibc trims the top of the heap (and unmaps large blocks) as soon as the arrays of
+    a call are freed, so every call faults its fresh pages in again: measured on the bench
+    machine, an LSTM charrnn training step paid ~4060 page faults (16 MB) per call, 54-68 ms
+    instead of 35-50 ms, and the GRU small step 0 or ~500 faults depending on the process's
+    history (1.1-1.6 vs 1.8-2.5 ms). That cost and its randomness belong to the allocator, not
+    to any of the implementations compared; the same setting applies to all of them in this
+    process (the GEMM floor allocates nothing). Returns a description for the header, or None
+    where mallopt is unavailable (not glibc). Users get the same with the environment variables
+    MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ (README, "Performance notes")."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    trim, mmap = 1 << 30, 32 << 20      # 32 MiB is glibc's largest mmap threshold on 64-bit
+    if mallopt(M_TRIM_THRESHOLD, trim) != 1 or mallopt(M_MMAP_THRESHOLD, mmap) != 1:
+        return None
+    return f"glibc mallopt: trim threshold {trim >> 20} MiB, mmap threshold {mmap >> 20} MiB"
+
+
 def machine_header(threads, dtypes):
     info = blas_info()
     cpu = platform.processor() or platform.machine()
@@ -371,7 +396,9 @@ def run(args):
     # quick: fewer, shorter settle periods, but enough timed calls for a stable best-of
     timing = dict(min_rounds=2, max_rounds=3) if args.quick else {}
 
+    malloc = keep_freed_memory() if args.malloc == "keep" else None
     header = machine_header(threads, dtypes)
+    header["malloc"] = malloc or "default"
     print("fastcells benchmark")
     for k, v in header.items():
         print(f"  {k:18s} {v}")
@@ -492,4 +519,8 @@ def add_arguments(p):
     p.add_argument("--fail-if-slower", action="store_true",
                    help="exit 1 if fastcells is slower than the NumPy reference anywhere "
                         "(best-of-rounds times)")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="keep (default): glibc keeps freed memory for the next call instead of "
+                        "returning it to the OS, so no implementation pays page faults for "
+                        "fresh pages on every call; default: glibc's own trimming")
     p.add_argument("--no-progress", action="store_true")
