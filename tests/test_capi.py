@@ -542,6 +542,19 @@ def test_workspace_too_small_null_misaligned(cell, dtype, training):
         assert_results_equal({**outs, **grads}, expected)
 
 
+@pytest.mark.parametrize("training", [1, 0], ids=["training", "inference"])
+def test_packed_slots_aligned_wherever_the_workspace_starts(cell, dtype, training):
+    """The packed-weight slots are rounded up to 64 bytes at run time: with several panels, a
+    workspace starting 8, 24 or 56 bytes past a 64-byte boundary gives the bits of a
+    64-byte-aligned one."""
+    p = make(cell, dtype, T=4, B=5, I=7, H=70, P=40 if cell == "lstmp" else None)
+    need = ws_size(p, training)
+    run = c_train if training else c_infer
+    expected = run(p, 2, ws=Ws(need))
+    for offset in (8, 24, 56):
+        assert_results_equal(run(p, 2, ws=Ws(need, offset=offset)), expected)
+
+
 def test_workspace_state_machine(cell, dtype):
     p = make(cell, dtype, seed=5)
     q = make(cell, dtype, seed=6)            # same shape, other values

@@ -650,3 +650,23 @@ def test_impossible_allocation(huge_outcomes, training):
     v = o["value"]
     assert v["outcome"] == "raised" and v["type"] in ("MemoryError", "ValueError"), v
     assert v["rss_growth"] < HUGE_RSS_SLACK, f"peak RSS grew by {v['rss_growth'] >> 20} MiB"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [0, 1, 7, (3, 5), (2, 0, 4), (64, 16, 192), (1000003,)])
+def test_kernel_buffers_are_64_byte_aligned(shape, dtype):
+    """The kernels' own buffers (_api._empty64) start on a cache line whatever malloc returned,
+    are C-contiguous and independent of each other."""
+    from fastcells import _api
+    dt = np.dtype(dtype)
+    arrays = [_api._empty64(shape, dt) for _ in range(8)]
+    want = shape if isinstance(shape, tuple) else (shape,)
+    for a in arrays:
+        assert a.shape == want and a.dtype == dt and a.flags.c_contiguous
+        if a.size:
+            assert a.ctypes.data % 64 == 0
+    if arrays[0].size:
+        for a in arrays:
+            a[...] = 1
+        arrays[0][...] = 2
+        assert all(np.all(a == 1) for a in arrays[1:])
