@@ -44,7 +44,9 @@
  *
  * WORKSPACE (the caller owns all memory)
  *   fc_<cell>_workspace_size_<t>(..., training) returns the bytes a forward call of that shape
- *   needs (or a negative FC_ERR_*). The workspace must be aligned to 8 bytes (malloc's is).
+ *   needs (or a negative FC_ERR_*). The workspace must be aligned to 8 bytes (malloc's is);
+ *   64 bytes is faster (the saved states then start on cache lines; the packed weights are
+ *   aligned inside the workspace wherever it starts).
  *   Query it for each shape. A workspace sized for training also serves inference.
  *   Inference (training = 0): scratch, reusable at once: packed copies of w_ih and w_hh and
  *   O(B*G*H) states and gate values; independent of T.
