@@ -449,6 +449,76 @@ def test_kernels_called_once_per_layer_and_direction_with_lengths(monkeypatch):
         assert kw["training"] is True
 
 
+@pytest.mark.parametrize("cell", ["lstm", "lstm_proj", "gru", "gru_classic", "rnn_tanh"])
+def test_concurrent_directions_give_the_kernels_bits(cell, monkeypatch):
+    """With 2 threads a bidirectional layer runs its directions at the same time, one thread
+    each: the results are bitwise those of running them one after the other with
+    n_threads=1, and agree with the 2-thread sequential run to rounding. (A small Elman RNN
+    trains with its directions one after the other: see layers._direction_plan.)"""
+    case = Case(cell=cell, B=6, T=9, num_layers=2, bidirectional=True, lengths=(9, 1, 4, 0, 9, 2),
+                dtype="float32")
+    inputs = make_inputs(case)
+    seen = []
+    real = layers._run_directions
+
+    def spy(calls, plan):
+        seen.append(plan)
+        return real(calls, plan)
+    monkeypatch.setattr(layers, "_run_directions", spy)
+    conc = run_layer(build(case, n_threads=2), inputs)
+    concurrent = not cell.startswith("rnn")
+    expected_plan = ([1, 1], True) if concurrent else ([2, 2], False)
+    assert len(seen) == 4 and all(p == expected_plan for p in seen), seen
+    monkeypatch.setattr(layers, "CONCURRENT_DIRECTIONS", False)
+    one = run_layer(build(case, n_threads=1), inputs)
+    two = run_layer(build(case, n_threads=2), inputs)
+    for name in one:
+        if concurrent:
+            np.testing.assert_array_equal(conc[name], one[name], err_msg=name)
+        else:
+            np.testing.assert_array_equal(conc[name], two[name], err_msg=name)
+        assert rel_error(two[name], one[name]) <= 1e-5, name
+
+
+def test_direction_plan():
+    lp = layers._direction_plan
+    assert lp("lstm", 2, 2, True, 100, 1, 64, 128) == ([1, 1], True)
+    assert lp("gru", 2, 3, False, 100, 1, 64, 128) == ([1, 2], True)
+    assert lp("lstm", 1, 2, True, 100, 1, 64, 128) == ([2], False)
+    assert lp("lstm", 2, 1, True, 100, 1, 64, 128) == ([1, 1], False)
+    # Elman RNN training with tiny directions stays sequential (measured), large ones do not
+    assert lp("rnn", 2, 2, True, 64, 16, 32, 64) == ([2, 2], False)
+    assert lp("rnn", 2, 2, False, 64, 16, 32, 64) == ([1, 1], True)
+    assert lp("rnn", 2, 2, True, 100, 32, 128, 256) == ([1, 1], True)
+
+
+def test_run_directions_waits_for_both_and_raises():
+    """An error in either direction propagates, and only after the other direction finished:
+    no kernel keeps running on the caller's arrays."""
+    import threading
+    import time
+    done = threading.Event()
+
+    def slow(nt):
+        time.sleep(0.2)
+        done.set()
+        return "second"
+
+    def boom(nt):
+        raise ValueError("first failed")
+    with pytest.raises(ValueError, match="first failed"):
+        layers._run_directions([boom, slow], ([1, 1], True))
+    assert done.is_set()
+
+    def boom2(nt):
+        raise KeyError("second failed")
+    with pytest.raises(KeyError, match="second failed"):
+        layers._run_directions([lambda nt: "first", boom2], ([1, 1], True))
+    assert layers._run_directions([lambda nt: nt, lambda nt: nt], ([1, 2], True)) == [1, 2]
+    assert layers._run_directions([lambda nt: nt, lambda nt: nt], ([None, None], False)) == [
+        None, None]
+
+
 def test_empty_sequence(backend):
     case = Case(cell="lstm", T=0, num_layers=2, bidirectional=True)
     module = build(case)
