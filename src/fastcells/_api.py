@@ -608,7 +608,7 @@ def rnn_backward(dy, dh_n, ws):
     dw_ih = np.empty((H, I), dtype)
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
-    chunk = _kernels.rnn_backward_chunk(T)
+    chunk = _kernels.rnn_backward_chunk(T, B)
     dg = _empty64((chunk, B, H), dtype)
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
                                dtype.itemsize)
