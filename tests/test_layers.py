@@ -13,6 +13,7 @@ Tolerances are relative to max(max|expected|, 1) over the whole array (as in con
 float64 1e-10, float32 1e-4 (the oracle is float64; float32 rounding through three layers and
 both directions stays ~1e-6).
 """
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -754,3 +755,33 @@ def test_bad_gru_rnn_hx():
 def test_bad_constructor_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_concurrent_directions():
+    """A child forked after the parent ran a bidirectional layer (so the direction pool and
+    its worker thread exist in the parent) runs one too, with the same bits, instead of queueing
+    work for a thread it does not have."""
+    import time
+    m = layers.LSTM(8, 40, bidirectional=True, seed=0)
+    m.n_threads = 2
+    x = np.random.default_rng(0).standard_normal((20, 4, 8)).astype(np.float32)
+    y0 = m(x)[0]
+    assert layers._pool is not None
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit status only
+        try:
+            code = 0 if np.array_equal(m(x)[0], y0) else 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung running a bidirectional layer")

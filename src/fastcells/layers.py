@@ -33,6 +33,7 @@ back-propagated step by step in reverse order. In ``eval()`` mode nothing is sav
 """
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
+import os
 import threading
 import warnings
 
@@ -175,11 +176,23 @@ _pool_lock = threading.Lock()
 
 
 def _direction_pool():
+    """The one-worker pool that runs the second direction."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcells-direction")
         return _pool
+
+
+def _forget_pool_after_fork():
+    # A forked child has none of the parent's threads: work queued to the parent's pool would
+    # never run there, and its lock may have been held at the fork. Start afresh.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _direction_plan(kind, D, n_threads, training, T, B, I, H):
