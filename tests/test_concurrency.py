@@ -229,3 +229,30 @@ def test_concurrent_backward_on_one_workspace(cell):
     finally:
         sys.setswitchinterval(old)
     assert not problems, f"{len(problems)} bad trials of 60, e.g.: " + "; ".join(problems[:3])
+
+
+def test_blas_fallback_limit_without_a_per_thread_setter(monkeypatch):
+    """Without OpenBLAS's per-thread setter, a multi-threaded call limits SciPy's BLAS to one
+    thread for its duration (process-wide, via threadpoolctl) and restores it afterwards; with
+    the setter, or with one thread, the context changes nothing."""
+    from fastcells import _threads
+
+    c = _threads._controller()
+    if c is None:
+        pytest.skip("threadpoolctl does not see SciPy's BLAS")
+    before = c.num_threads
+    with _threads.blas_fallback_limit(1):
+        assert c.info()["num_threads"] == before
+    monkeypatch.setattr(_threads, "set_threads_local_address", lambda: 0)
+    with _threads.blas_fallback_limit(2):
+        assert c.info()["num_threads"] == 1
+    assert c.info()["num_threads"] == before
+    # and a kernel call through the fallback still gives the sequential bits
+    rng = np.random.default_rng(3)
+    f, ups = build_call("gru", np.dtype(np.float32), 5, 4, 3, 6, None, rng)
+    from fastcells import _api
+    monkeypatch.setattr(_api, "set_threads_local_address", lambda: 0)
+    got = fastcells_results("gru", f, ups, True, 2)
+    monkeypatch.undo()
+    want = fastcells_results("gru", f, ups, True, 2)
+    assert_results_equal(got, want)

@@ -11,7 +11,8 @@ import threading
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_fallback_limit, effective_n_threads, set_threads_local_address
+from ._threads import (MAX_THREADS, blas_fallback_limit, effective_n_threads,
+                       set_threads_local_address)
 
 _ALIGN = 64   # bytes: a cache line, one AVX-512 vector (see _empty64)
 
@@ -273,7 +274,7 @@ def _take_workspace(ws, cell, fn):
     arrays = ws._arrays
     if not ws._consumed:
         n = ws._n_threads
-        if not isinstance(n, int) or not 1 <= n <= _threads_max():
+        if not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"{fn}: corrupted workspace (n_threads = {n!r})")
         for key, shape_fn in _WS_SHAPES[cell].items():
             a = arrays.get(key)
@@ -297,9 +298,6 @@ def _take_workspace(ws, cell, fn):
     return arrays
 
 
-def _threads_max():
-    from ._threads import MAX_THREADS
-    return MAX_THREADS
 
 
 def _grad(name, a, dtype, shape):

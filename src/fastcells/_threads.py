@@ -91,12 +91,21 @@ def effective_n_threads(n_threads=None):
     return n
 
 
-@contextlib.contextmanager
+_NO_LIMIT = contextlib.nullcontext()
+
+
 def blas_fallback_limit(n_threads):
-    """Limit SciPy's BLAS to one thread process-wide when no per-thread setter exists."""
+    """Limit SciPy's BLAS to one thread process-wide when no per-thread setter exists.
+
+    A context manager. The common case (a per-thread setter exists, or one thread) is a shared
+    no-op context: every kernel call enters one, and a generator-based context cost ~1 us."""
     if n_threads <= 1 or set_threads_local_address():
-        yield
-        return
+        return _NO_LIMIT
+    return _fallback_limit()
+
+
+@contextlib.contextmanager
+def _fallback_limit():
     c = _controller()
     if c is None:
         yield
