@@ -30,7 +30,7 @@ CASES = [  # M, N, K, n0, n1, k_off, Kp
 ]
 
 
-def _check(dtype, case, accumulate, seed=0):
+def _check(dtype, case, accumulate, seed=0, transposed=False):
     M, N, K, n0, n1, k_off, Kp = case
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((M, K)).astype(dtype)
@@ -41,7 +41,8 @@ def _check(dtype, case, accumulate, seed=0):
     want[:, n0:n1] = (want[:, n0:n1] if accumulate else 0) + prod[:, n0:n1]
     Bp = np.empty(_kernels.packed_size(Kp, N, np.dtype(dtype).itemsize), dtype)
     got = C.copy()
-    _kernels.gemm_packed(A, Bm, Bp, got, n0, n1, accumulate, k_off)
+    src = np.ascontiguousarray(Bm.T) if transposed else Bm
+    _kernels.gemm_packed(A, src, Bp, got, n0, n1, accumulate, k_off, transposed)
     eps = np.finfo(dtype).eps
     # outside the range: bit-identical; inside: error of a K-term dot product
     assert np.array_equal(got[:, :n0], C[:, :n0]) and np.array_equal(got[:, n1:], C[:, n1:])
@@ -53,8 +54,32 @@ def _check(dtype, case, accumulate, seed=0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("accumulate", [True, False])
-def test_gemm_packed(dtype, case, accumulate):
-    _check(dtype, case, accumulate)
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
+def test_gemm_packed(dtype, case, accumulate, transposed):
+    _check(dtype, case, accumulate, transposed=transposed)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K, N", [(1, 1), (15, 33), (16, 32), (17, 64), (40, 100), (300, 7)])
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
+def test_pack_layout(dtype, K, N, transposed):
+    """The packed layout element by element, from both source orientations (rows of B
+    contiguous, as for the backward's W_hh, or columns, as for the forward's W_hh^T): panel p
+    holds rows 0..K-1 of columns p*w .. p*w + w - 1, zero past N; every element written."""
+    itemsize = np.dtype(dtype).itemsize
+    w = 128 // itemsize
+    B = np.random.default_rng(K * N).standard_normal((K, N)).astype(dtype)
+    n_panels = -(-N // w)
+    want = np.zeros((n_panels, K, w), dtype)
+    for p in range(n_panels):
+        cols = B[:, p * w:(p + 1) * w]
+        want[p, :, :cols.shape[1]] = cols
+    Bp = np.full(_kernels.packed_size(K, N, itemsize), np.nan, dtype)
+    src = np.ascontiguousarray(B.T) if transposed else B
+    A = np.zeros((1, K), dtype)
+    C = np.zeros((1, N), dtype)
+    _kernels.gemm_packed(A, src, Bp, C, 0, N, False, 0, transposed)
+    assert np.array_equal(Bp.reshape(n_panels, K, w), want)
 
 
 def test_gemm_packed_rejects_bad_shapes():
@@ -78,6 +103,7 @@ def test_gemm_packed_other_isas(isa):
         "    for c in t.CASES:\n"
         "        for acc in (True, False):\n"
         "            t._check(dt, c, acc)\n"
+        "            t._check(dt, c, acc, transposed=True)\n"
         "import fastcells\n"
         "from fastcells import reference as R\n"
         "rng = np.random.default_rng(1)\n"

@@ -1126,10 +1126,13 @@ def vtanh(const floating[::1] x, floating[::1] out):
 
 def gemm_packed(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[::1] Bp,
                 floating[:, ::1] C, Py_ssize_t n0, Py_ssize_t n1, bint accumulate,
-                Py_ssize_t k_off=0):
-    """For tests: pack Bm (Kp, N) into Bp (packed_size(Kp, N) elements), then
-    C[:, n0:n1] (+)= A (M, K) @ Bm[k_off:k_off + K, n0:n1] with the per-step GEMM kernel."""
-    cdef Py_ssize_t M = A.shape[0], K = A.shape[1], Kp = Bm.shape[0], N = Bm.shape[1], w
+                Py_ssize_t k_off=0, bint transposed=False):
+    """For tests: pack B = Bm (Kp, N) -- or, with ``transposed``, B = Bm.T for Bm (N, Kp), the
+    forward's orientation -- into Bp (packed_size(Kp, N) elements), then
+    C[:, n0:n1] (+)= A (M, K) @ B[k_off:k_off + K, n0:n1] with the per-step GEMM kernel."""
+    cdef Py_ssize_t M = A.shape[0], K = A.shape[1], w
+    cdef Py_ssize_t Kp = Bm.shape[1] if transposed else Bm.shape[0]
+    cdef Py_ssize_t N = Bm.shape[0] if transposed else Bm.shape[1]
     if not (M > 0 and K > 0 and N > 0 and 0 <= n0 <= n1 <= N and C.shape[0] == M
             and C.shape[1] == N and 0 <= k_off and k_off + K <= Kp and Bp.shape[0] > 0):
         raise ValueError("gemm_packed: inconsistent shapes or ranges")
@@ -1137,7 +1140,10 @@ def gemm_packed(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[::
     if Bp.shape[0] != Kp * ((N + w - 1) // w) * w:
         raise ValueError("gemm_packed: Bp must have packed_size(Kp, N) elements")
     with nogil:
-        pack_part(0, 1, Kp, N, &Bm[0, 0], N, 1, &Bp[0])
+        if transposed:
+            pack_part(0, 1, Kp, N, &Bm[0, 0], 1, Kp, &Bp[0])
+        else:
+            pack_part(0, 1, Kp, N, &Bm[0, 0], N, 1, &Bp[0])
         pgemm(M, n0, n1, K, &A[0, 0], K, &Bp[0] + k_off * pack_width(&Bp[0]), Kp, &C[0, 0], N,
               accumulate)
 
