@@ -102,7 +102,7 @@ FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t l
             }                                                                                   \
         }                                                                                       \
     } while (0)
-    const char *pfc = (const char *)pf;
+    const char *pfc = (const char *)pf;     /* a panel row is 128 bytes: 2 lines of 64 */
     if (pf == NULL) {
         for (ptrdiff_t k = 0; k < kc; k++)
             FC_UKR_STEP(k);

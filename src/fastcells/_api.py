@@ -298,8 +298,6 @@ def _take_workspace(ws, cell, fn):
     return arrays
 
 
-
-
 def _grad(name, a, dtype, shape):
     if a is None:
         return None
