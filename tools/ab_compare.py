@@ -15,7 +15,8 @@ compiled ``_kernels`` module from another build (copy the .so aside before rebui
     cp src/fastcells/_kernels*.so /tmp/old/ && <edit, rebuild> && \\
         python tools/ab_compare.py --old-so /tmp/old/_kernels*.so lstm:large:infer
 
-Configurations are cell:shape:mode[:threads] with the benchmark's shapes (fastcells.bench).
+Configurations are cell:shape:mode[:threads] with the benchmark's shapes (fastcells.bench) or
+BxTxIxH (e.g. rnn:16x64x32x60:train).
 Run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, like the benchmark.
 """
 import argparse
@@ -31,7 +32,7 @@ from fastcells import _api, _kernels, bench, layers
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("configs", nargs="+", help="cell:shape:mode[:threads]")
+    p.add_argument("configs", nargs="+", help="cell:shape:mode[:threads], shape a name or BxTxIxH")
     p.add_argument("--rounds", type=int, default=200, help="calls per variant")
     p.add_argument("--a", default="", help="snippet run before each call of variant A")
     p.add_argument("--b", default="", help="snippet run before each call of variant B")
@@ -55,7 +56,8 @@ def main():
         parts = cfg.split(":")
         cell, shape, mode = parts[:3]
         threads = int(parts[3]) if len(parts) > 3 else 2
-        B, T, I, H = bench.SHAPES[shape]
+        B, T, I, H = (bench.SHAPES[shape] if shape in bench.SHAPES
+                      else (int(v) for v in shape.split("x")))
         f = bench.step_fn(fc, cell, bench.make_problem(cell, B, T, I, H, np.float32), mode,
                           threads)
         times = {"A": [], "B": []}

@@ -313,7 +313,9 @@ def _empty64(shape, dtype):
     64-byte boundary. NumPy's allocations are 16-byte aligned, and every AVX-512 load of a
     misaligned packed-weight panel splits two cache lines: measured on the bench machine, the
     per-step GEMMs of LSTM inference at the large shape ran 12% slower (2 threads, 196-200 vs
-    221-227 ms). Arrays handed back to the caller stay plain np.empty (they own their data)."""
+    221-227 ms). Arrays handed back to the caller stay plain np.empty (they own their data),
+    except a dW_hh (LSTM, GRU) or dx (Elman RNN) that doubles as the backward's packed W_hh
+    (see _grad_and_pack, rnn_backward): a view of a 64-byte-longer allocation."""
     n = shape if isinstance(shape, int) else math.prod(shape)
     raw = np.empty(n + _ALIGN // dtype.itemsize, dtype)
     off = _kernels.align_offset(raw, _ALIGN, dtype.itemsize)
@@ -323,6 +325,28 @@ def _empty64(shape, dtype):
 def _pack_buffer(K, N, dtype):
     """Scratch for a K x N weight packed for the per-step GEMM (see csrc/fc_gemm_impl.h)."""
     return _empty64(_kernels.packed_size(K, N, dtype.itemsize), dtype)
+
+
+# Backward packs W_hh into an output array where it can (see _grad_and_pack); tests switch this
+# off to check that both placements give the same bits.
+_ALIAS_PACKED = True
+
+
+def _grad_and_pack(K, N, dtype):
+    """dW_hh (K, N) for a backward, and the buffer that backward packs W_hh (K x N) into.
+
+    LSTM and GRU backward read the packed W_hh only in the time loop and write dW_hh only after
+    it, so when the packed layout has exactly K * N elements (N a multiple of the panel width,
+    e.g. H = 64, 128, ... in float32) the two share one 64-byte-aligned array, and a training
+    step holds no packed copy beyond the gradient it returns. The forward's packed W_hh^T is
+    freed before the backward allocates its gradients, which are larger, so the step's peak
+    is then the saved workspace plus the returned arrays (issue 6, target 3). Otherwise (or for
+    Elman RNN, whose backward accumulates dW_hh chunk by chunk) the packing gets its own
+    buffer."""
+    if _ALIAS_PACKED and _kernels.packed_size(K, N, dtype.itemsize) == K * N:
+        dw = _empty64((K, N), dtype)
+        return dw, dw.reshape(-1)
+    return np.empty((K, N), dtype), _pack_buffer(K, N, dtype)
 
 
 def _flat(a):
@@ -413,7 +437,7 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dh0 = np.empty((B, P), dtype)
     dc0 = np.empty((B, H), dtype)
     dw_ih = np.empty((4 * H, I), dtype)
-    dw_hh = np.empty((4 * H, P), dtype)
+    dw_hh, w_pack = _grad_and_pack(4 * H, P, dtype)
     db = np.empty(4 * H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     dw_hr = np.empty((P, H), dtype) if proj else None
     dhs = _empty64((T, B, P), dtype) if proj else None
@@ -425,7 +449,7 @@ def lstm_backward(dy, dh_n, dc_n, ws):
                                dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
                                a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
                                _flat(a["us"]), _flat(dhs), _flat(du),
-                               _pack_buffer(4 * H, P, dtype), a["x"].reshape(-1),
+                               w_pack, a["x"].reshape(-1),
                                a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
                                a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
                                _flat(dc_n), a["lengths"], T, B, I, H, P, nt, n_rows,
@@ -522,7 +546,7 @@ def gru_backward(dy, dh_n, ws):
     dx = np.empty((T, B, I), dtype)
     dh0 = np.empty((B, H), dtype)
     dw_ih = np.empty((3 * H, I), dtype)
-    dw_hh = np.empty((3 * H, H), dtype)
+    dw_hh, w_pack = _grad_and_pack(3 * H, H, dtype)
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = _empty64((2, B, 3 * H), dtype)
@@ -532,7 +556,7 @@ def gru_backward(dy, dh_n, ws):
         _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
                               dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
                               a["hn"].reshape(-1), dgh.reshape(-1),
-                              _pack_buffer(3 * H, H, dtype), a["hs"].reshape(-1),
+                              w_pack, a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
                               a["lengths"], T, B, I, H, nt, n_rows, n_cols,
@@ -599,7 +623,16 @@ def rnn_backward(dy, dh_n, ws):
     dy = _grad("dy", dy, dtype, (T, B, H))
     dh_n = _grad("dh_n", dh_n, dtype, (B, H))
     a = _take_workspace(ws, "rnn", "rnn_backward")
-    dx = np.empty((T, B, I), dtype)
+    # The backward writes dx only after its time loop, which reads the packed W_hh: when dx is
+    # large enough (T*B*I >= H*H, rounded up to the panel width) it holds the packing, and the
+    # step needs no packed copy beyond what it returns (issue 6, target 3).
+    n_pack = _kernels.packed_size(H, H, dtype.itemsize)
+    if _ALIAS_PACKED and n_pack <= T * B * I:
+        dx = _empty64((T, B, I), dtype)
+        w_pack = dx.reshape(-1)[:n_pack]
+    else:
+        dx = np.empty((T, B, I), dtype)
+        w_pack = _pack_buffer(H, H, dtype)
     dh0 = np.empty((B, H), dtype)
     dw_ih = np.empty((H, I), dtype)
     dw_hh = np.empty((H, H), dtype)
@@ -610,7 +643,7 @@ def rnn_backward(dy, dh_n, ws):
                                dtype.itemsize)
     with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
-                              dw_hh.reshape(-1), db, dg.reshape(-1), _pack_buffer(H, H, dtype),
+                              dw_hh.reshape(-1), db, dg.reshape(-1), w_pack,
                               a["hs"].reshape(-1),
                               a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
                               a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],

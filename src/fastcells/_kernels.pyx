@@ -252,6 +252,13 @@ cdef inline idx pack_width(const floating *like) noexcept nogil:
     else:
         return fc_packed_panel_width_f64()
 
+cdef inline idx pack_elems(idx K, idx N, const floating *like) noexcept nogil:
+    """Elements of the packed K x N matrix."""
+    if floating is float:
+        return fc_packed_size_f32(K, N)
+    else:
+        return fc_packed_size_f64(K, N)
+
 cdef inline void pack_part(int part, int parts, idx K, idx N, const floating *src, idx rs,
                            idx cs, floating *Bp) noexcept nogil:
     """This thread's share of the panels of the packed K x N matrix."""
@@ -877,20 +884,28 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
 
 
 cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, floating *db,
-                 floating *dg, floating *w_pack, const floating *hs,
+                 floating *dg, floating *w_pack, floating *hs,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
                  idx T, idx B, idx I, idx H, int relu, idx chunk, int n_threads, int n_rows,
                  int n_cols, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
-    # dg (chunk,B,H) scratch = dG of `chunk` timesteps; w_pack (packed_size(H, H)) scratch =
-    # W_hh packed; hs (T,B,H) saved h_t.
-    # The time loop runs backwards in chunks of `chunk` steps; after each chunk the hoisted
-    # products take its rows (dx of the chunk, dW_ih, dW_hh, db accumulated), so the scratch
-    # for dG is a fraction of the saved states rather than a second copy of them (issue 6's
-    # memory target: the training step's extra memory stays near the minimal workspace).
-    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e, t_lo, t_hi, rows
+    # dg (min(chunk, T),B,H) scratch; w_pack (packed_size(H, H)) scratch = W_hh packed: its
+    # own buffer, or the first packed_size(H, H) elements of dx if T*B*I is at least that;
+    # hs (T,B,H) in = saved h_t, destroyed (the workspace is consumed).
+    # The time loop runs backwards in chunks of `chunk` steps. dW_hh = sum_t dG_t^T h_{t-1}
+    # needs the saved states, so it is accumulated after each chunk (with dW_ih and db, while
+    # the chunk's dG is in cache: as one product after the loop they missed OpenBLAS's
+    # small-matrix kernels and took 1.10x the time of the small-shape training step). The
+    # chunk's own h_t are then dead, and the next chunk down writes its dG there: dG_t goes to
+    # hs[t + chunk], except for the top chunk [T - chunk, T), whose dG goes to dg. After the
+    # loop dG of every step is still stored, so the rows of dx that hold the packed W_hh (the
+    # caller may put it there) get their dx = dG W_ih after the loop. The scratch is one chunk
+    # (~1/16 of the saved states) rather than a second copy of them (issue 6's memory target).
+    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e, t_lo, t_hi, rows, top, rest
+    cdef idx t_defer, t_dx
+    cdef floating *dg_c
     cdef floating *dg_t
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
@@ -904,6 +919,14 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         if db != NULL:
             memset(db, 0, H * sizeof(floating))
         return 0
+    top = chunk if chunk < T else T          # steps of the top chunk, whose dG stays in dg
+    rest = T - top                           # steps whose dG ends up in hs[chunk:]
+    # w_pack may be dx's first elements (when dx is that large): the chunks whose rows of dx
+    # overlap them (those below t_defer) leave their dx to after the loop. Decided by the
+    # shape alone, wherever w_pack is, so that the bits do not depend on the caller's choice.
+    t_defer = 0
+    if I > 0 and B > 0 and pack_elems(H, H, dx) <= T * B * I:
+        t_defer = (pack_elems(H, H, dx) + B * I - 1) // (B * I)
     prev_main = set_blas_threads(set_threads, 1)
     fc_barrier_init(&bar, n_threads)
     with parallel(num_threads=n_threads):
@@ -921,11 +944,14 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
         fc_barrier_wait(&bar)
         t_hi = T
+        t_dx = T                             # dx[t_dx:] is written
         while t_hi > 0:
             t_lo = t_hi - chunk if t_hi > chunk else 0
+            # dG_t of this chunk at dg_c + (t - t_lo) * BH
+            dg_c = dg if t_hi == T else hs + (t_lo + chunk) * BH
             for t in range(t_hi - 1, t_lo - 1, -1):
                 dy_t = dy + t * BH if dy != NULL else NULL
-                dg_t = dg + (t - t_lo) * BH
+                dg_t = dg_c + (t - t_lo) * BH
                 r = b0
                 while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
@@ -940,28 +966,40 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                     fc_barrier_wait(&bar)
                 if nb > 0 and nj > 0:
                     pgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
-            fc_barrier_wait(&bar)          # the chunk's dG is written: its hoisted products
+            fc_barrier_wait(&bar)          # the chunk's dG is written: its reductions
             rows = (t_hi - t_lo) * B
-            # dx[chunk] = dG @ W_ih ; dW_ih (+)= dG^T x[chunk] ; db (+)= colsum dG
-            if I > 0:
-                gemm_part(tid, nthr, False, False, rows, I, H, dg, H, w_ih, I, 0,
-                          dx + t_lo * B * I, I)
-                gemm_part(tid, nthr, True, False, H, I, rows, dg, H, x + t_lo * B * I, I,
-                          0 if t_hi == T else 1, dw_ih, I)
             # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], with h0 for t = 0
             if t_lo > 0:
-                gemm_part(tid, nthr, True, False, H, H, rows, dg, H, hs + (t_lo - 1) * BH, H,
+                gemm_part(tid, nthr, True, False, H, H, rows, dg_c, H, hs + (t_lo - 1) * BH, H,
                           0 if t_hi == T else 1, dw_hh, H)
             else:
-                gemm_part(tid, nthr, True, False, H, H, B, dg, H, h0, H,
+                gemm_part(tid, nthr, True, False, H, H, B, dg_c, H, h0, H,
                           0 if t_hi == T else 1, dw_hh, H)
                 if t_hi > 1:
-                    gemm_part(tid, nthr, True, False, H, H, rows - B, dg + BH, H, hs, H, 1,
+                    gemm_part(tid, nthr, True, False, H, H, rows - B, dg_c + BH, H, hs, H, 1,
                               dw_hh, H)
+            # dW_ih (+)= dG^T x[chunk] ; db (+)= colsum dG ; dx[chunk] = dG W_ih unless the
+            # packed W_hh is still in those rows of dx: while the chunk's dG is in cache
+            if I > 0:
+                gemm_part(tid, nthr, True, False, H, I, rows, dg_c, H, x + t_lo * B * I, I,
+                          0 if t_hi == T else 1, dw_ih, I)
+                if t_lo >= t_defer:
+                    gemm_part(tid, nthr, False, False, rows, I, H, dg_c, H, w_ih, I, 0,
+                              dx + t_lo * B * I, I)
+                    t_dx = t_lo
             if db != NULL:
-                colsum_part(tid, nthr, rows, H, H, dg, db, t_hi != T)
-            fc_barrier_wait(&bar)          # before the next chunk overwrites dg
+                colsum_part(tid, nthr, rows, H, H, dg_c, db, t_hi != T)
+            fc_barrier_wait(&bar)          # the chunk's h_t are dead: the next chunk's dG
             t_hi = t_lo
+        # the deferred dx[0 : t_dx] = dG @ W_ih, from the two places dG is in: steps [0, rest)
+        # in hs[chunk:], steps [rest, T) in dg
+        if I > 0 and t_dx > 0:
+            if rest > 0:
+                gemm_part(tid, nthr, False, False, (t_dx if t_dx < rest else rest) * B, I, H,
+                          hs + chunk * BH, H, w_ih, I, 0, dx, I)
+            if t_dx > rest:
+                gemm_part(tid, nthr, False, False, (t_dx - rest) * B, I, H, dg, H, w_ih, I, 0,
+                          dx + rest * B * I, I)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -1086,7 +1124,7 @@ def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[:
 
 
 def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
-                 floating[::1] db, floating[::1] dg, floating[::1] w_pack, const floating[::1] hs,
+                 floating[::1] db, floating[::1] dg, floating[::1] w_pack, floating[::1] hs,
                  const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
                  const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
                  const int64_t[::1] lengths,
@@ -1095,7 +1133,7 @@ def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
     cdef int status
     with nogil:
         status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), ptr(w_pack),
-                         cptr(hs),
+                         ptr(hs),
                          cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
                          iptr(lengths), T, B, I, H, relu, chunk, n_threads, n_rows, n_cols,
                          as_fn(set_threads))
