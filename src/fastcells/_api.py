@@ -315,7 +315,7 @@ def _empty64(shape, dtype):
     per-step GEMMs of LSTM inference at the large shape ran 12% slower (2 threads, 196-200 vs
     221-227 ms). Arrays handed back to the caller stay plain np.empty (they own their data),
     except a dW_hh (LSTM, GRU) or dx (Elman RNN) that doubles as the backward's packed W_hh
-    (see _grad_and_pack, rnn_backward): a view of a 64-byte-longer allocation."""
+    (see _grad_and_pack, rnn_backward): a view of a longer allocation."""
     n = shape if isinstance(shape, int) else math.prod(shape)
     raw = np.empty(n + _ALIGN // dtype.itemsize, dtype)
     off = _kernels.align_offset(raw, _ALIGN, dtype.itemsize)
@@ -336,17 +336,18 @@ def _grad_and_pack(K, N, dtype):
     """dW_hh (K, N) for a backward, and the buffer that backward packs W_hh (K x N) into.
 
     LSTM and GRU backward read the packed W_hh only in the time loop and write dW_hh only after
-    it, so when the packed layout has exactly K * N elements (N a multiple of the panel width,
-    e.g. H = 64, 128, ... in float32) the two share one 64-byte-aligned array, and a training
-    step holds no packed copy beyond the gradient it returns. The forward's packed W_hh^T is
-    freed before the backward allocates its gradients, which are larger, so the step's peak
-    is then the saved workspace plus the returned arrays (issue 6, target 3). Otherwise (or for
-    Elman RNN, whose backward accumulates dW_hh chunk by chunk) the packing gets its own
-    buffer."""
-    if _ALIAS_PACKED and _kernels.packed_size(K, N, dtype.itemsize) == K * N:
-        dw = _empty64((K, N), dtype)
-        return dw, dw.reshape(-1)
-    return np.empty((K, N), dtype), _pack_buffer(K, N, dtype)
+    it, so the two share one 64-byte-aligned buffer: dW_hh is its first K * N elements. The
+    packed layout pads N up to a multiple of the panel width (32 columns in float32, 16 in
+    float64), so for other N the buffer is up to 31 columns longer than dW_hh. A training step
+    then holds no packed copy beyond the gradient it returns: the forward's packed W_hh^T is
+    freed before the backward allocates its gradients, which are larger, so the step's peak is
+    the saved workspace plus the returned arrays (issue 6, target 3). (The Elman RNN's backward
+    accumulates dW_hh chunk by chunk; it puts the packing into dx, see rnn_backward.)"""
+    n_pack = _kernels.packed_size(K, N, dtype.itemsize)
+    if not _ALIAS_PACKED:
+        return np.empty((K, N), dtype), _pack_buffer(K, N, dtype)
+    buf = _empty64(n_pack, dtype)
+    return buf[:K * N].reshape(K, N), buf
 
 
 def _flat(a):
