@@ -398,6 +398,8 @@ CASES = [
     # large enough for 2 threads (see _kernels.plan): batch split, and hidden split (H = 256)
     ("big-batch-split", (20, 32, 72, 64, 32), dict(n_threads=2, lengths=True)),
     ("big-hidden-split", (32, 3, 32, 256, 64), dict(n_threads=2)),
+    # batch 1 with enough weights per step: hidden split below MIN_FLOPS_PER_THREAD per thread
+    ("big-b1-hidden-split", (60, 1, 64, 128, 64), dict(n_threads=2, lengths=True)),
 ]
 
 
@@ -444,6 +446,29 @@ def test_big_cases_use_two_threads():
                 assert nt == 2, (cid, kind)
             layouts.add((rows, cols))
     assert {(2, 1), (1, 2)} <= layouts
+
+
+def test_batch1_hidden_split_rule():
+    """At batch 1 the hidden split takes a second thread once the packed weights a step reads
+    reach 256 KB (W_hh, plus W_ih in an inference forward), if the call has at least 8 MFLOP;
+    never with n_threads = 1, a forced batch split, or where the hidden split is not allowed."""
+    plan = _kernels.plan
+    T, I, H = 100, 64, 128
+    lstm_fwd = 2.0 * T * 4 * H * (I + H)
+    assert plan(2, lstm_fwd, 1, H, 4, H, 4, True, 0, I) == (2, 1, 2)      # inference, 384 KB
+    assert plan(2, lstm_fwd, 1, H, 4, H, 4, True, 0, 0) == (2, 1, 2)      # training, 256 KB
+    assert plan(2, 2 * lstm_fwd, 1, H, 4, H, 4, True, 0, 0) == (2, 1, 2)  # backward
+    gru_fwd = 2.0 * T * 3 * H * (I + H)
+    assert plan(2, gru_fwd, 1, H, 3, H, 4, True, 0, I) == (2, 1, 2)       # inference, 288 KB
+    assert plan(2, 2 * gru_fwd, 1, H, 3, H, 4, True, 0, 0)[1:] == (1, 1)  # training, 192 KB
+    assert plan(2, 2.0 * T * H * (I + H), 1, H, 1, H, 4, True, 0, I)[0] == 1  # Elman, 96 KB
+    assert plan(2, lstm_fwd / T, 1, H, 4, H, 4, True, 0, I)[0] == 1       # T = 1: 0.2 MFLOP
+    assert plan(1, lstm_fwd, 1, H, 4, H, 4, True, 0, I) == (1, 1, 1)
+    assert plan(2, lstm_fwd, 1, H, 4, H, 4, True, 1, I)[2] == 1           # forced batch split
+    assert plan(2, lstm_fwd, 1, H, 4, H, 4, False, 0, I)[2] == 1          # projection
+    assert plan(2, 2 * lstm_fwd, 2, H, 4, H, 4, True, 0, I) == (2, 2, 1)  # batch 2: batch split
+    assert plan(4, lstm_fwd, 1, H, 4, H, 8, True, 0, I) == (4, 1, 4)      # 768 KB: 4 threads
+    assert plan(4, lstm_fwd, 1, 96, 4, 96, 8, True, 0, I) == (3, 1, 3)    # H = 96: 3 x 32 units
 
 
 def _null_empty(kw):

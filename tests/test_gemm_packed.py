@@ -60,7 +60,8 @@ def test_gemm_packed(dtype, case, accumulate, transposed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K, N", [(1, 1), (15, 33), (16, 32), (17, 64), (40, 100), (300, 7)])
+@pytest.mark.parametrize("K, N", [(1, 1), (15, 33), (16, 32), (17, 64), (40, 100), (300, 7),
+                                  (64, 96), (48, 128)])
 @pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
 def test_pack_layout(dtype, K, N, transposed):
     """The packed layout element by element, from both source orientations (rows of B

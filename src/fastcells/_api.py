@@ -250,11 +250,13 @@ def _forced_split():
     return {"batch": 1, "hidden": 2}.get(os.environ.get("FASTCELLS_SPLIT", ""), 0)
 
 
-def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True):
+def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0):
     """(threads, n_rows, n_cols) for a call: fewer threads for small work, and the time loop's
-    thread grid (batch split or hidden-unit split). The rule lives in _capi.pxi, shared with
-    the C API."""
-    return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _forced_split())
+    thread grid (batch split or hidden-unit split). I_loop: the input width whose weights the
+    time loop reads every step (I for an inference forward, 0 otherwise). The rule lives in
+    _capi.pxi, shared with the C API."""
+    return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _forced_split(),
+                         I_loop)
 
 
 def _check_ws_type(ws, cell, fn):
@@ -384,7 +386,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     nt_requested = effective_n_threads(n_threads)
     proj = w_hr is not None
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 4 * H * (I + P) + 2.0 * T * B * P * H,
-                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj,
+                               I_loop=0 if training else I)
     y = np.empty((T, B, P), dtype)
     h_n = np.empty((B, P), dtype)
     c_n = np.empty((B, H), dtype)
@@ -504,7 +507,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     reset_after = _flag("reset_after", reset_after)
     nt_requested = effective_n_threads(n_threads)
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 3 * H * (I + H), B, H, 3, H,
-                               dtype.itemsize, hidden_ok=reset_after)
+                               dtype.itemsize, hidden_ok=reset_after,
+                               I_loop=0 if training else I)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     gh = _empty64((B, 3 * H), dtype)
@@ -594,7 +598,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     lengths = _lengths(lengths, T, B)
     nt_requested = effective_n_threads(n_threads)
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * H * (I + H), B, H, 1, H,
-                               dtype.itemsize)
+                               dtype.itemsize, I_loop=0 if training else I)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     hs = _empty64((T, B, H), dtype) if training else None

@@ -54,6 +54,19 @@ cdef double MIN_FLOPS_PER_THREAD = 16e6
 # H=512 within noise; large H=1024 LSTM train 767 vs 827 ms). Before packing, the hidden split
 # had won at charrnn because each thread then re-packed only its half of W_hh.
 cdef double HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
+# At batch 1 the batch split leaves all but one thread idle; the hidden split pays once the
+# packed weights a step reads (W_hh, plus W_ih in inference, which projects x per step) reach
+# this size, even when the call is below MIN_FLOPS_PER_THREAD per thread (but not below half of
+# it in total: GRU H=128 inference, 15 MFLOP, is among the gains below; T=10 LSTM H=128
+# inference, 2 MFLOP, was 0.98x). Measured, 2 threads vs 1 (paired medians, T = 100, I = 64 unless given): inference
+# LSTM H=128 0.72-0.75x the time (384 KB per step), GRU H=128 0.76-0.84x (288 KB), LSTM H=128
+# I=16 0.90x (288 KB), GRU H=160 0.85x, Elman H=256 0.85x; training LSTM H=128 0.84-0.90x
+# (W_hh 256 KB). Slower or equal below it: inference LSTM H=96 0.99x (240 KB), GRU H=96 1.15x
+# (180 KB), LSTM H=64 1.14x, Elman H=128 0.99x; training GRU H=128 1.15x (192 KB), Elman H=128
+# 1.21x. At batch 2 the batch split stayed faster (LSTM H=128 inference: hidden 1.10x).
+# Each thread is given at least half this much of the step's weights (more than 2 threads:
+# an extrapolation, this machine has 2 cores).
+cdef double B1_HIDDEN_SPLIT_STEP_BYTES = 256 * 1024
 cdef enum:
     MAX_THREADS = 4096             # as fastcells._threads.MAX_THREADS
     BLAS_INT_MAX = 2147483647
@@ -65,27 +78,44 @@ cdef int useful_threads(int n, double flops) noexcept nogil:
     return n if k >= n else <int>k
 
 
-cdef void thread_layout(int nt, idx B, idx H, int G, idx P, int itemsize, bint hidden_ok,
-                        int forced, int *n_rows, int *n_cols) noexcept nogil:
-    # (n_rows, n_cols) grid of the time loop; forced: 0 = choose, 1 = batch, 2 = hidden split
-    cdef bint can_split_hidden = hidden_ok and H >= 32 * nt
+cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_loop,
+                       int itemsize, bint hidden_ok, int forced, int *nt, int *n_rows,
+                       int *n_cols) noexcept nogil:
+    # threads of a call (n_threads n, its GEMM flops) and the (n_rows, n_cols) grid of its time
+    # loop. I_loop: the input width whose weights the loop reads every step (I for an inference
+    # forward, which projects x per step; 0 otherwise). forced: 0 = choose, 1 = batch,
+    # 2 = hidden split.
+    cdef double step_bytes = <double>G * H * (P + I_loop) * itemsize
+    cdef bint can_split_hidden
+    cdef int k = useful_threads(n, flops), m
+    cdef bint b1_hidden = (B == 1 and hidden_ok and forced != 1
+                           and step_bytes >= B1_HIDDEN_SPLIT_STEP_BYTES
+                           and flops >= MIN_FLOPS_PER_THREAD / 2)
+    if b1_hidden and k < n:
+        m = <int>(step_bytes / (B1_HIDDEN_SPLIT_STEP_BYTES / 2))
+        k = n if m >= n else m
+        m = <int>(H // 32)
+        if m >= 2 and k > m:
+            k = m
+    nt[0] = k
     n_rows[0] = 1
     n_cols[0] = 1
-    if nt <= 1:
+    if k <= 1:
         return
-    if can_split_hidden and (forced == 2 or (
-            forced != 1 and B < 2 * nt
-            and <double>G * H * P * itemsize > HIDDEN_SPLIT_WEIGHT_BYTES)):
-        n_cols[0] = nt
+    can_split_hidden = hidden_ok and H >= 32 * k
+    if can_split_hidden and (forced == 2 or (forced != 1 and (b1_hidden or (
+            B < 2 * k and <double>G * H * P * itemsize > HIDDEN_SPLIT_WEIGHT_BYTES)))):
+        n_cols[0] = k
         return
-    n_rows[0] = <int>(B if B < nt else nt) if B > 0 else 1
+    n_rows[0] = <int>(B if B < k else k) if B > 0 else 1
 
 
 def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
-         int itemsize, bint hidden_ok, int forced):
+         int itemsize, bint hidden_ok, int forced, Py_ssize_t I_loop=0):
     """(threads, n_rows, n_cols) a call of this size uses (the same rule as the C API)."""
-    cdef int nt = useful_threads(n_threads, flops), rows, cols
-    thread_layout(nt, B, H, G, P, itemsize, hidden_ok, forced, &rows, &cols)
+    cdef int nt, rows, cols
+    plan_threads(n_threads, flops, B, H, G, P, I_loop, itemsize, hidden_ok, forced, &nt, &rows,
+                 &cols)
     return nt, rows, cols
 
 
@@ -364,8 +394,9 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
     if proj:
         transpose_into(slot(ws, off, L_WRT, y), w_hr, Pe, H)
     bias_sum(slot(ws, off, L_BIAS, y), b_ih, b_hh, G * H)
-    nt = useful_threads(nt, 2.0 * T * B * G * H * (I + Pe) + 2.0 * T * B * Pe * H)
-    thread_layout(nt, B, H, 4, Pe, sizeof(floating), not proj, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 2.0 * T * B * G * H * (I + Pe) + 2.0 * T * B * Pe * H, B, H, 4, Pe,
+                 0 if training else I, sizeof(floating), not proj, _capi_forced_split, &nt,
+                 &rows, &cols)
     st = lstm_fwd(y, h_n, c_n, slot(ws, off, L_GATES, y),
                   slot(ws, off, L_CS, y) if training else NULL,
                   slot(ws, off, L_HS, y) if training else NULL,
@@ -422,8 +453,8 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
         return st
     zero = slot(ws, off, L_ZERO, dx)
     db = db_ih if db_ih != NULL else db_hh
-    nt = useful_threads(nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H)
-    thread_layout(nt, B, H, 4, Pe, sizeof(floating), not proj, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H, B, H, 4, Pe, 0,
+                 sizeof(floating), not proj, _capi_forced_split, &nt, &rows, &cols)
     st = lstm_bwd(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr if proj else NULL,
                   slot(ws, off, L_GATES, dx), slot(ws, off, L_CS, dx), slot(ws, off, L_HS, dx),
                   slot(ws, off, L_US, dx) if proj else NULL,
@@ -508,8 +539,8 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     ws_begin(ws)
     zero = slot(ws, off, G_ZERO, y)
     memset(zero, 0, (B * H if B * H > 3 * H else 3 * H) * sizeof(floating))
-    nt = useful_threads(nt, 2.0 * T * B * G * H * (I + H))
-    thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 2.0 * T * B * G * H * (I + H), B, H, 3, H, 0 if training else I,
+                 sizeof(floating), reset_after, _capi_forced_split, &nt, &rows, &cols)
     st = gru_fwd(y, h_n, slot(ws, off, G_GATES, y),
                  slot(ws, off, G_HN, y) if training or not reset_after else NULL,
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
@@ -556,8 +587,8 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
                   T, B, I, H, 0)
     if st != FC_OK:
         return st
-    nt = useful_threads(nt, 4.0 * T * B * G * H * (I + H))
-    thread_layout(nt, B, H, 3, H, sizeof(floating), reset_after, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 4.0 * T * B * G * H * (I + H), B, H, 3, H, 0, sizeof(floating),
+                 reset_after, _capi_forced_split, &nt, &rows, &cols)
     return gru_bwd(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, slot(ws, off, G_GATES, dx),
                    slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), pslot(ws, off, G_WT, dx),
                    slot(ws, off, G_HS, dx),
@@ -633,8 +664,8 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     zero = slot(ws, off, R_ZERO, y)
     memset(zero, 0, B * H * sizeof(floating))
     bias_sum(slot(ws, off, R_BIAS, y), b_ih, b_hh, H)
-    nt = useful_threads(nt, 2.0 * T * B * H * (I + H))
-    thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 2.0 * T * B * H * (I + H), B, H, 1, H, 0 if training else I,
+                 sizeof(floating), True, _capi_forced_split, &nt, &rows, &cols)
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, pslot(ws, off, R_WT, y),
@@ -678,8 +709,8 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     if st != FC_OK:
         return st
     db = db_ih if db_ih != NULL else db_hh
-    nt = useful_threads(nt, 4.0 * T * B * H * (I + H))
-    thread_layout(nt, B, H, 1, H, sizeof(floating), True, _capi_forced_split, &rows, &cols)
+    plan_threads(nt, 4.0 * T * B * H * (I + H), B, H, 1, H, 0, sizeof(floating), True,
+                 _capi_forced_split, &nt, &rows, &cols)
     st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), pslot(ws, off, R_WT, dx),
                  slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
