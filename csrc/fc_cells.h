@@ -22,6 +22,7 @@ void fc_vsigmoid_f32(ptrdiff_t n, const float *x, float *y);
 void fc_vtanh_f32(ptrdiff_t n, const float *x, float *y);
 void fc_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src, ptrdiff_t rs, ptrdiff_t cs, float *Bp, ptrdiff_t p0, ptrdiff_t p1);
 void fc_gemm_packed_f32(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bp, ptrdiff_t kp, float *C, ptrdiff_t ldc, int accumulate);
+void fc_gemm_tn_f32(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int accumulate);
 ptrdiff_t fc_packed_size_f32(ptrdiff_t K, ptrdiff_t N);
 ptrdiff_t fc_packed_panel_width_f32(void);
 
@@ -40,6 +41,7 @@ void fc_vsigmoid_f64(ptrdiff_t n, const double *x, double *y);
 void fc_vtanh_f64(ptrdiff_t n, const double *x, double *y);
 void fc_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src, ptrdiff_t rs, ptrdiff_t cs, double *Bp, ptrdiff_t p0, ptrdiff_t p1);
 void fc_gemm_packed_f64(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *Bp, ptrdiff_t kp, double *C, ptrdiff_t ldc, int accumulate);
+void fc_gemm_tn_f64(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb, double *C, ptrdiff_t ldc, int accumulate);
 ptrdiff_t fc_packed_size_f64(ptrdiff_t K, ptrdiff_t N);
 ptrdiff_t fc_packed_panel_width_f64(void);
 

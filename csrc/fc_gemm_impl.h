@@ -362,6 +362,123 @@ void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K
     FC_SFX(fc_gemm_packed_base)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
 }
 
+/* ------------------------------------------------------------------ weight gradients, A^T B
+ * C[m0:m1, :] (+)= A^T B for A (K x M, row stride lda) and B (K x N, row stride ldb), N a
+ * multiple of FC_NR: the backward's dW = dG^T X, summed over the T*B rows of the sequence. The
+ * same micro-kernel as above, with a tile's MR values of A at one k side by side in one row of
+ * A (dG) and B's rows read in place (no packing: B's rows are contiguous). A slice of
+ * FC_KC_TN rows of a B panel (16 KB) stays in L1 with a tile's rows of A while the row tiles run
+ * on it (256 rows: 0.96-1.04x OpenBLAS's time at N = 64, 128 rows: 0.77-0.82x). Used for small
+ * problems (see _kernels.pyx), where OpenBLAS spent as long packing both operands (its
+ * transposing copies) as multiplying. */
+#define FC_KC_TN 128
+
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_ukr_tn)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
+                  const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    typedef FC_SFX(fc_vec) vec;
+    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
+    vec c0[8], c1[8], b0, b1;
+    for (int r = 0; r < MR; r++) {
+        if (r < mr && accumulate) {
+            __builtin_memcpy(&c0[r], C + r * ldc, sizeof(vec));
+            __builtin_memcpy(&c1[r], C + r * ldc + V, sizeof(vec));
+        } else {
+            c0[r] = (vec){0};
+            c1[r] = (vec){0};
+        }
+    }
+    for (ptrdiff_t k = 0; k < kc; k++) {
+        __builtin_memcpy(&b0, B + k * ldb, sizeof(vec));
+        __builtin_memcpy(&b1, B + k * ldb + V, sizeof(vec));
+        for (int r = 0; r < MR; r++) {
+            if (r < mr) {
+                FC_REAL a = A[k * lda + r];
+                c0[r] += a * b0;
+                c1[r] += a * b1;
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r < mr) {
+            __builtin_memcpy(C + r * ldc, &c0[r], sizeof(vec));
+            __builtin_memcpy(C + r * ldc + V, &c1[r], sizeof(vec));
+        }
+    }
+}
+
+#define FC_GEMM_TN_BODY(MR)                                                                     \
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC_TN) {                                            \
+        ptrdiff_t kc = K - k0 < FC_KC_TN ? K - k0 : FC_KC_TN;                                   \
+        int acc = accumulate || k0 > 0;                                                         \
+        for (ptrdiff_t n = 0; n < N; n += FC_NR)                                                \
+            for (ptrdiff_t m = m0; m < m1; m += MR) {                                           \
+                const FC_REAL *a = A + k0 * lda + m;                                            \
+                FC_REAL *c = C + m * ldc + n;                                                   \
+                if (m1 - m >= MR)                                                               \
+                    FC_SFX(fc_ukr_tn)(MR, MR, kc, a, lda, B + k0 * ldb + n, ldb, c, ldc, acc);  \
+                else                                                                            \
+                    FC_SFX(fc_ukr_tn)(MR, (int)(m1 - m), kc, a, lda, B + k0 * ldb + n, ldb, c,  \
+                                      ldc, acc);                                                \
+            }                                                                                   \
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+__attribute__((target("arch=x86-64-v4"))) static void
+FC_SFX(fc_gemm_tn_v4)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
+                      ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc,
+                      int accumulate)
+{
+    FC_GEMM_TN_BODY(8)
+}
+
+__attribute__((target("arch=x86-64-v3"))) static void
+FC_SFX(fc_gemm_tn_v3)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
+                      ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc,
+                      int accumulate)
+{
+    FC_GEMM_TN_BODY(3)
+}
+#endif
+
+static void
+FC_SFX(fc_gemm_tn_base)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
+                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
+                        ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_TN_BODY(2)
+}
+
+/* C[m0:m1, 0:N] (+)= A[:, m0:m1]^T B; A (K x M, row stride lda), B (K x N, row stride ldb),
+ * C row stride ldc, pointing at row 0. N must be a multiple of fc_packed_panel_width. */
+void FC_SFX(fc_gemm_tn)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
+                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
+                        ptrdiff_t ldc, int accumulate)
+{
+    if (m1 <= m0 || N <= 0)
+        return;
+    if (K <= 0) {
+        for (ptrdiff_t m = m0; m < m1 && !accumulate; m++)
+            for (ptrdiff_t n = 0; n < N; n++)
+                C[m * ldc + n] = 0;
+        return;
+    }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+    if (fc_cpu_level() >= 4) {
+        FC_SFX(fc_gemm_tn_v4)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
+    if (fc_cpu_level() == 3) {
+        FC_SFX(fc_gemm_tn_v3)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        return;
+    }
+#endif
+    FC_SFX(fc_gemm_tn_base)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+#undef FC_GEMM_TN_BODY
+#undef FC_KC_TN
+
 /* elements of a packed K x N matrix */
 ptrdiff_t FC_SFX(fc_packed_size)(ptrdiff_t K, ptrdiff_t N)
 {

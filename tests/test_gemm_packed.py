@@ -1,4 +1,5 @@
-"""The per-step GEMM on packed weights (csrc/fc_gemm_impl.h) against NumPy, on every code path.
+"""The per-step GEMM on packed weights (csrc/fc_gemm_impl.h) against NumPy, on every code path;
+likewise the weight-gradient kernel C (+)= A^T B (fc_gemm_tn).
 
 The cell tests exercise it through the kernels, but with small H; here: K beyond one k-block
 (512), column ranges that start and end inside a panel (hidden split), a K sub-range of a taller
@@ -59,6 +60,51 @@ def test_gemm_packed(dtype, case, accumulate, transposed):
     _check(dtype, case, accumulate, transposed=transposed)
 
 
+TN_CASES = [  # K, M, N (a multiple of the panel width: 32 float32, 16 float64), m0, m1
+    (1, 1, 32, 0, 1),
+    (100, 24, 32, 0, 24),
+    (127, 13, 64, 3, 11),         # K below one k-block, partial row tiles at both ends
+    (129, 40, 96, 8, 40),         # K one past a k-block
+    (1024, 256, 64, 0, 128),      # the small LSTM's dW_hh, one thread's half
+    (300, 7, 32, 0, 7),
+    (50, 9, 32, 4, 4),            # an empty row range: C untouched
+]
+
+
+def _check_tn(dtype, case, accumulate, seed=0):
+    K, M, N, m0, m1 = case
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((K, M)).astype(dtype)
+    Bm = rng.standard_normal((K, N)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    want = C.astype(np.float64)
+    prod = A.astype(np.float64).T @ Bm.astype(np.float64)
+    want[m0:m1] = (want[m0:m1] if accumulate else 0) + prod[m0:m1]
+    got = C.copy()
+    _kernels.gemm_tn(A, Bm, got, accumulate, m0, m1)
+    assert np.array_equal(got[:m0], C[:m0]) and np.array_equal(got[m1:], C[m1:])
+    scale = np.abs(A).astype(np.float64).T @ np.abs(Bm).astype(np.float64)
+    err = np.abs(got - want) / (scale + np.abs(want) + 1)
+    assert err.max(initial=0) <= 4 * np.finfo(dtype).eps, (case, err.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TN_CASES)
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_gemm_tn(dtype, case, accumulate):
+    if case[2] % (128 // np.dtype(dtype).itemsize):
+        pytest.skip("N not a multiple of the panel width")
+    _check_tn(dtype, case, accumulate)
+
+
+def test_gemm_tn_rejects_bad_shapes():
+    A = np.ones((5, 3), np.float32)
+    with pytest.raises(ValueError):      # N = 20: not a multiple of the panel width
+        _kernels.gemm_tn(A, np.ones((5, 20), np.float32), np.zeros((3, 20), np.float32), False)
+    with pytest.raises(ValueError):      # K mismatch
+        _kernels.gemm_tn(A, np.ones((4, 32), np.float32), np.zeros((3, 32), np.float32), False)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K, N", [(1, 1), (15, 33), (16, 32), (17, 64), (40, 100), (300, 7),
                                   (64, 96), (48, 128)])
@@ -105,6 +151,10 @@ def test_gemm_packed_other_isas(isa):
         "        for acc in (True, False):\n"
         "            t._check(dt, c, acc)\n"
         "            t._check(dt, c, acc, transposed=True)\n"
+        "    for c in t.TN_CASES:\n"
+        "        if c[2] %% (128 // np.dtype(dt).itemsize) == 0:\n"
+        "            for acc in (True, False):\n"
+        "                t._check_tn(dt, c, acc)\n"
         "import fastcells\n"
         "from fastcells import reference as R\n"
         "rng = np.random.default_rng(1)\n"

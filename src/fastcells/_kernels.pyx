@@ -81,10 +81,12 @@ cdef extern from "fc_cells.h" nogil:
     void fc_gemm_packed_f32(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *Bp, Py_ssize_t kp, float *C, Py_ssize_t ldc, int accumulate)
     Py_ssize_t fc_packed_size_f32(Py_ssize_t K, Py_ssize_t N)
     Py_ssize_t fc_packed_panel_width_f32()
+    void fc_gemm_tn_f32(Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
     void fc_pack_b_f64(Py_ssize_t K, Py_ssize_t N, const double *src, Py_ssize_t rs, Py_ssize_t cs, double *Bp, Py_ssize_t p0, Py_ssize_t p1)
     void fc_gemm_packed_f64(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *Bp, Py_ssize_t kp, double *C, Py_ssize_t ldc, int accumulate)
     Py_ssize_t fc_packed_size_f64(Py_ssize_t K, Py_ssize_t N)
     Py_ssize_t fc_packed_panel_width_f64()
+    void fc_gemm_tn_f64(Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
 # Every pointwise kernel works on a block: rows x n hidden units; H = distance between gate
@@ -292,6 +294,33 @@ cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
     else:
         for k in range(n_gates):
             pgemm(nb, k * H + j0, k * H + j1, K, A, K, Wp, K, C, G, accumulate)
+
+
+# The weight gradients dW = dG^T Y (Y = x, h_{t-1}, ...; summed over the sequence's rows) of
+# small problems run on csrc/fc_gemm_impl.h's A^T B kernel, which reads both operands in place:
+# OpenBLAS spent as long on its transposing copies as on the products there (perf of a small
+# LSTM training step: sgemm with transposed A 23% of the samples, its copy routines 15%).
+# Single-threaded, K = 1024 rows: M x N = 256 x 32 0.75x OpenBLAS's time, 192 x 64 0.77x,
+# 256 x 64 0.82x; K = 100, 512 x 64 0.82x. Larger problems (both operands beyond ~1.5 MB:
+# 448 x 512 x 512 took 1.19x, 3200 x 1024 x 256 1.66x) and N not a multiple of the panel width
+# stay with BLAS.
+cdef double TN_MAX_BYTES = 1.5 * 1024 * 1024
+
+cdef inline void tn_part(int part, int parts, idx M, idx N, idx K, const floating *A, idx lda,
+                         const floating *Bm, idx ldb, floating beta, floating *C,
+                         idx ldc) noexcept nogil:
+    """Rows [M*part/parts, M*(part+1)/parts) of C = A^T @ Bm + beta C, A (K, M) with row stride
+    lda, Bm (K, N) with row stride ldb; beta 0 or 1."""
+    cdef idx r0, r1
+    if N % pack_width(C) != 0 or <double>K * (M + N) * sizeof(floating) > TN_MAX_BYTES:
+        gemm_part(part, parts, True, False, M, N, K, A, lda, Bm, ldb, beta, C, ldc)
+        return
+    r0 = slice_start(M, parts, part)
+    r1 = slice_start(M, parts, part + 1)
+    if floating is float:
+        fc_gemm_tn_f32(r0, r1, N, K, A, lda, Bm, ldb, C, ldc, beta != 0)
+    else:
+        fc_gemm_tn_f64(r0, r1, N, K, A, lda, Bm, ldb, C, ldc, beta != 0)
 
 
 cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx G, idx I,
@@ -552,14 +581,14 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
         gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
-        gemm_part(tid, nthr, True, False, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-        gemm_part(tid, nthr, True, False, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
+        tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+        tn_part(tid, nthr, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
         if T > 1:
-            gemm_part(tid, nthr, True, False, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
+            tn_part(tid, nthr, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
                      dw_hh, P)
         if proj:
             # dW_hr = sum_t dh_t^T u_t
-            gemm_part(tid, nthr, True, False, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
+            tn_part(tid, nthr, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
         if db != NULL:
             colsum_part(tid, nthr, T * B, G, G, gates, db)
         restore_blas_threads(set_threads, prev_local)
@@ -776,23 +805,23 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
         gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
-        gemm_part(tid, nthr, True, False, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+        tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
         # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
-        gemm_part(tid, nthr, True, False, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
+        tn_part(tid, nthr, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
                  dw_hh, H)
         if T > 1:
-            gemm_part(tid, nthr, True, False, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
+            tn_part(tid, nthr, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
                      1, dw_hh, H)
         if reset_after:
             # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
-            gemm_part(tid, nthr, True, False, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
+            tn_part(tid, nthr, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
                      dw_hh + 2 * H * H, H)
             if T > 1:
-                gemm_part(tid, nthr, True, False, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+                tn_part(tid, nthr, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
                          dw_hh + 2 * H * H, H)
         else:
             # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
-            gemm_part(tid, nthr, True, False, H, H, T * B, gates + 2 * H, G, hn, H, 0,
+            tn_part(tid, nthr, H, H, T * B, gates + 2 * H, G, hn, H, 0,
                      dw_hh + 2 * H * H, H)
         if db_ih != NULL:
             colsum_part(tid, nthr, T * B, G, G, gates, db_ih)
@@ -970,18 +999,18 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
             rows = (t_hi - t_lo) * B
             # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], with h0 for t = 0
             if t_lo > 0:
-                gemm_part(tid, nthr, True, False, H, H, rows, dg_c, H, hs + (t_lo - 1) * BH, H,
+                tn_part(tid, nthr, H, H, rows, dg_c, H, hs + (t_lo - 1) * BH, H,
                           0 if t_hi == T else 1, dw_hh, H)
             else:
-                gemm_part(tid, nthr, True, False, H, H, B, dg_c, H, h0, H,
+                tn_part(tid, nthr, H, H, B, dg_c, H, h0, H,
                           0 if t_hi == T else 1, dw_hh, H)
                 if t_hi > 1:
-                    gemm_part(tid, nthr, True, False, H, H, rows - B, dg_c + BH, H, hs, H, 1,
+                    tn_part(tid, nthr, H, H, rows - B, dg_c + BH, H, hs, H, 1,
                               dw_hh, H)
             # dW_ih (+)= dG^T x[chunk] ; db (+)= colsum dG ; dx[chunk] = dG W_ih unless the
             # packed W_hh is still in those rows of dx: while the chunk's dG is in cache
             if I > 0:
-                gemm_part(tid, nthr, True, False, H, I, rows, dg_c, H, x + t_lo * B * I, I,
+                tn_part(tid, nthr, H, I, rows, dg_c, H, x + t_lo * B * I, I,
                           0 if t_hi == T else 1, dw_ih, I)
                 if t_lo >= t_defer:
                     gemm_part(tid, nthr, False, False, rows, I, H, dg_c, H, w_ih, I, 0,
@@ -1184,6 +1213,24 @@ def gemm_packed(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[::
             pack_part(0, 1, Kp, N, &Bm[0, 0], N, 1, &Bp[0])
         pgemm(M, n0, n1, K, &A[0, 0], K, &Bp[0] + k_off * pack_width(&Bp[0]), Kp, &C[0, 0], N,
               accumulate)
+
+
+def gemm_tn(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[:, ::1] C,
+            bint accumulate, Py_ssize_t m0=0, Py_ssize_t m1=-1):
+    """For tests and timing: C[m0:m1] (+)= A[:, m0:m1]^T @ Bm with the weight-gradient kernel
+    (csrc/fc_gemm_impl.h fc_gemm_tn); A (K, M), Bm (K, N) with N a multiple of the panel
+    width, C (M, N)."""
+    cdef Py_ssize_t K = A.shape[0], M = A.shape[1], N = Bm.shape[1]
+    if m1 < 0:
+        m1 = M
+    if not (Bm.shape[0] == K and C.shape[0] == M and C.shape[1] == N and 0 <= m0 <= m1 <= M
+            and N % pack_width(&C[0, 0]) == 0 and K > 0 and M > 0 and N > 0):
+        raise ValueError("gemm_tn: inconsistent shapes")
+    with nogil:
+        if floating is float:
+            fc_gemm_tn_f32(m0, m1, N, K, &A[0, 0], M, &Bm[0, 0], N, &C[0, 0], N, accumulate)
+        else:
+            fc_gemm_tn_f64(m0, m1, N, K, &A[0, 0], M, &Bm[0, 0], N, &C[0, 0], N, accumulate)
 
 
 def align_offset(object a, int alignment, int itemsize):
