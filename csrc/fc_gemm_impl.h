@@ -123,15 +123,18 @@ void FC_SFX(fc_pack_b)(ptrdiff_t K, ptrdiff_t N, const FC_REAL *src, ptrdiff_t r
 }
 #undef FC_PACK_KB
 
-/* C (mr x FC_NR, row stride ldc) (+)= A (mr x kc, row stride lda) @ panel slice (kc x FC_NR).
+/* C (mr x FC_NR, row stride ldc) (+)= A (mr x kc) @ B (kc x FC_NR): A[r][k] at A[r*ars + k*acs]
+ * (the packed GEMM: ars = lda, acs = 1; the weight gradient A^T B: ars = 1, acs = lda), B's row
+ * k at bp + k*bs (a panel slice: bs = FC_NR; rows in place: their stride). The strides are
+ * constants where it is inlined into the packed GEMM, so its loop is as if written for them.
  * Meanwhile it prefetches into L2 from pf (NULL: nothing): with pf_shift < 0 the whole kc x FC_NR
  * slice at pf (two 64-byte lines per k), else one line per 2^pf_shift k (ceil(kc / 2^pf_shift)
  * consecutive lines). Each variant is its own loop: a test inside the k loop cost 6-16% when the
  * panel is in L1/L2. */
 static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-               const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, const FC_REAL *pf,
-               int pf_shift)
+FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t ars,
+               ptrdiff_t acs, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C, ptrdiff_t ldc,
+               int accumulate, const FC_REAL *pf, int pf_shift)
 {
     typedef FC_SFX(fc_vec) vec;
     const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
@@ -148,11 +151,11 @@ FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t l
 #define FC_UKR_STEP(k)                                                                          \
     do {                                                                                        \
         vec b0, b1;                                                                             \
-        __builtin_memcpy(&b0, bp + (k) * FC_NR, sizeof(vec));                                   \
-        __builtin_memcpy(&b1, bp + (k) * FC_NR + V, sizeof(vec));                               \
+        __builtin_memcpy(&b0, bp + (k) * bs, sizeof(vec));                                      \
+        __builtin_memcpy(&b1, bp + (k) * bs + V, sizeof(vec));                                  \
         for (int r = 0; r < MR; r++) {                                                          \
             if (r < mr) {                                                                       \
-                FC_REAL a = A[r * lda + (k)];                                                   \
+                FC_REAL a = A[r * ars + (k) * acs];                                             \
                 c0[r] += a * b0;                                                                \
                 c1[r] += a * b1;                                                                \
             }                                                                                   \
@@ -279,20 +282,45 @@ FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrd
             ? (const FC_REAL *)((const char *)next + ti * pf_lines * 64) : NULL;
         if (c0 == 0 && c1 == FC_NR) {
             if (mr == MR)
-                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, bp, c, ldc, accumulate, pf, pf_shift);
+                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, 1, bp, FC_NR, c, ldc, accumulate, pf, pf_shift);
             else
-                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, c, ldc, accumulate, pf, pf_shift);
+                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, FC_NR, c, ldc, accumulate, pf, pf_shift);
         } else {
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
-            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, bp, tile, FC_NR, accumulate, pf, pf_shift);
+            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, FC_NR, tile, FC_NR, accumulate, pf,
+                           pf_shift);
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     c[r * ldc + j - c0] = tile[r * FC_NR + j];
         }
     }
 }
+
+/* A product over K = 0: C[m0:m1, n0:n1] = 0, or unchanged when accumulating. */
+static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,
+                                   ptrdiff_t n1, FC_REAL *C, ptrdiff_t ldc)
+{
+    for (ptrdiff_t m = m0; m < m1 && !accumulate; m++)
+        for (ptrdiff_t n = n0; n < n1; n++)
+            C[m * ldc + n] = 0;
+}
+
+/* Calls name_v4 / name_v3 / name_base (AVX-512, AVX2, baseline) for the CPU, then returns. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+#define FC_ISA_DISPATCH(name, ...)                                                              \
+    do {                                                                                        \
+        if (fc_cpu_level() >= 4)                                                                \
+            FC_SFX(name##_v4)(__VA_ARGS__);                                                     \
+        else if (fc_cpu_level() == 3)                                                           \
+            FC_SFX(name##_v3)(__VA_ARGS__);                                                     \
+        else                                                                                    \
+            FC_SFX(name##_base)(__VA_ARGS__);                                                   \
+    } while (0)
+#else
+#define FC_ISA_DISPATCH(name, ...) FC_SFX(name##_base)(__VA_ARGS__)
+#endif
 
 /* C[:, n0:n1] = (accumulate ? C[:, n0:n1] : 0) + A (M x K) @ B[:, n0:n1], B packed in Bp with
  * kp >= K rows per panel (Bp + k_off * FC_NR with kp = the packed row count selects rows
@@ -344,69 +372,22 @@ void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K
     if (M <= 0 || n1 <= n0)
         return;
     if (K <= 0) {
-        for (ptrdiff_t m = 0; m < M && !accumulate; m++)
-            for (ptrdiff_t n = n0; n < n1; n++)
-                C[m * ldc + n] = 0;
+        FC_SFX(fc_zero_unless)(accumulate, 0, M, n0, n1, C, ldc);
         return;
     }
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-    if (fc_cpu_level() >= 4) {
-        FC_SFX(fc_gemm_packed_v4)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
-        return;
-    }
-    if (fc_cpu_level() == 3) {
-        FC_SFX(fc_gemm_packed_v3)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
-        return;
-    }
-#endif
-    FC_SFX(fc_gemm_packed_base)(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
+    FC_ISA_DISPATCH(fc_gemm_packed, M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
 }
 
 /* ------------------------------------------------------------------ weight gradients, A^T B
  * C[m0:m1, :] (+)= A^T B for A (K x M, row stride lda) and B (K x N, row stride ldb), N a
  * multiple of FC_NR: the backward's dW = dG^T X, summed over the T*B rows of the sequence. The
- * same micro-kernel as above, with a tile's MR values of A at one k side by side in one row of
- * A (dG) and B's rows read in place (no packing: B's rows are contiguous). A slice of
+ * same micro-kernel as the packed GEMM, with a tile's MR values of A at one k side by side in
+ * one row of A (dG) and B's rows read in place (no packing: B's rows are contiguous). A slice of
  * FC_KC_TN rows of a B panel (16 KB) stays in L1 with a tile's rows of A while the row tiles run
  * on it (256 rows: 0.96-1.04x OpenBLAS's time at N = 64, 128 rows: 0.77-0.82x). Used for small
  * problems (see _kernels.pyx), where OpenBLAS spent as long packing both operands (its
  * transposing copies) as multiplying. */
 #define FC_KC_TN 128
-
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr_tn)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-                  const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc, int accumulate)
-{
-    typedef FC_SFX(fc_vec) vec;
-    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    vec c0[8], c1[8], b0, b1;
-    for (int r = 0; r < MR; r++) {
-        if (r < mr && accumulate) {
-            __builtin_memcpy(&c0[r], C + r * ldc, sizeof(vec));
-            __builtin_memcpy(&c1[r], C + r * ldc + V, sizeof(vec));
-        } else {
-            c0[r] = (vec){0};
-            c1[r] = (vec){0};
-        }
-    }
-    for (ptrdiff_t k = 0; k < kc; k++) {
-        __builtin_memcpy(&b0, B + k * ldb, sizeof(vec));
-        __builtin_memcpy(&b1, B + k * ldb + V, sizeof(vec));
-        for (int r = 0; r < MR; r++) {
-            if (r < mr) {
-                FC_REAL a = A[k * lda + r];
-                c0[r] += a * b0;
-                c1[r] += a * b1;
-            }
-        }
-    }
-    for (int r = 0; r < MR; r++) {
-        if (r < mr) {
-            __builtin_memcpy(C + r * ldc, &c0[r], sizeof(vec));
-            __builtin_memcpy(C + r * ldc + V, &c1[r], sizeof(vec));
-        }
-    }
-}
 
 #define FC_GEMM_TN_BODY(MR)                                                                     \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC_TN) {                                            \
@@ -417,10 +398,11 @@ FC_SFX(fc_ukr_tn)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_
                 const FC_REAL *a = A + k0 * lda + m;                                            \
                 FC_REAL *c = C + m * ldc + n;                                                   \
                 if (m1 - m >= MR)                                                               \
-                    FC_SFX(fc_ukr_tn)(MR, MR, kc, a, lda, B + k0 * ldb + n, ldb, c, ldc, acc);  \
+                    FC_SFX(fc_ukr)(MR, MR, kc, a, 1, lda, B + k0 * ldb + n, ldb, c, ldc, acc,   \
+                                   NULL, 0);                                                    \
                 else                                                                            \
-                    FC_SFX(fc_ukr_tn)(MR, (int)(m1 - m), kc, a, lda, B + k0 * ldb + n, ldb, c,  \
-                                      ldc, acc);                                                \
+                    FC_SFX(fc_ukr)(MR, (int)(m1 - m), kc, a, 1, lda, B + k0 * ldb + n, ldb, c,  \
+                                   ldc, acc, NULL, 0);                                          \
             }                                                                                   \
     }
 
@@ -459,25 +441,14 @@ void FC_SFX(fc_gemm_tn)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, co
     if (m1 <= m0 || N <= 0)
         return;
     if (K <= 0) {
-        for (ptrdiff_t m = m0; m < m1 && !accumulate; m++)
-            for (ptrdiff_t n = 0; n < N; n++)
-                C[m * ldc + n] = 0;
+        FC_SFX(fc_zero_unless)(accumulate, m0, m1, 0, N, C, ldc);
         return;
     }
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-    if (fc_cpu_level() >= 4) {
-        FC_SFX(fc_gemm_tn_v4)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
-        return;
-    }
-    if (fc_cpu_level() == 3) {
-        FC_SFX(fc_gemm_tn_v3)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
-        return;
-    }
-#endif
-    FC_SFX(fc_gemm_tn_base)(m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    FC_ISA_DISPATCH(fc_gemm_tn, m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 #undef FC_GEMM_TN_BODY
 #undef FC_KC_TN
+#undef FC_ISA_DISPATCH
 
 /* elements of a packed K x N matrix */
 ptrdiff_t FC_SFX(fc_packed_size)(ptrdiff_t K, ptrdiff_t N)
