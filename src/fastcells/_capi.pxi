@@ -58,7 +58,8 @@ cdef double HIDDEN_SPLIT_WEIGHT_BYTES = 512 * 1024
 # packed weights a step reads (W_hh, plus W_ih in inference, which projects x per step) reach
 # this size, even when the call is below MIN_FLOPS_PER_THREAD per thread (but not below half of
 # it in total: GRU H=128 inference, 15 MFLOP, is among the gains below; T=10 LSTM H=128
-# inference, 2 MFLOP, was 0.98x). Measured, 2 threads vs 1 (paired medians, T = 100, I = 64 unless given): inference
+# inference, 2 MFLOP, was 0.98x). Measured, 2 threads vs 1 (paired medians, T = 100, I = 64
+# unless given): inference
 # LSTM H=128 0.72-0.75x the time (384 KB per step), GRU H=128 0.76-0.84x (288 KB), LSTM H=128
 # I=16 0.90x (288 KB), GRU H=160 0.85x, Elman H=256 0.85x; training LSTM H=128 0.84-0.90x
 # (W_hh 256 KB). Slower or equal below it: inference LSTM H=96 0.99x (240 KB), GRU H=96 1.15x
