@@ -51,7 +51,8 @@ def test_training_step_memory_near_minimal(cell, dtype):
 # (T, B, I, H): FITS; H = 33 (dW_hh a view of a wider packing buffer); Elman RNN with the packing over the rows of
 # dx of some chunks (48 x 8 x 5, H = 32: 1024 elements = 26 steps of 40), of every chunk
 # including the top one (40 x 2 x 13: 1024 <= 1040), and just too small for it (1024 > 40*2*12)
-SHAPES = [FITS, (9, 6, 5, 33), (48, 8, 5, 32), (40, 2, 13, 32), (40, 2, 12, 32)]
+SHAPES = [FITS, (9, 6, 5, 33), (48, 8, 5, 32), (40, 2, 13, 32), (40, 2, 12, 32),
+          (60, 1, 64, 256)]     # batch 1, H = 256: the hidden split on 2 threads, every cell
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -78,6 +79,17 @@ def test_packing_placement_gives_same_bits(cell, dtype, shape, n_threads, with_l
     for i, (ka, a) in enumerate(arrays):
         for kb, b in arrays[i + 1:]:
             assert not np.shares_memory(a, b), f"{ka} shares memory with {kb}"
+
+
+def test_batch1_shape_uses_the_hidden_split():
+    """(60, 1, 64, 256) above runs the time loops on a 2-thread hidden split (forward and
+    backward, float32 and float64), so the Elman RNN's dG-in-the-saved-states backward is
+    tested with two threads writing one step's dG."""
+    T, B, I, H = 60, 1, 64, 256
+    for itemsize in (4, 8):
+        for G in (1, 3, 4):
+            for flops in (2.0 * T * G * H * (I + H), 4.0 * T * G * H * (I + H)):
+                assert _api._kernels.plan(2, flops, B, H, G, H, itemsize, True, 0, 0) == (2, 1, 2)
 
 
 def test_shapes_exercise_the_placements():
