@@ -44,3 +44,18 @@ def test_keep_freed_memory_in_process():
         assert out == "glibc mallopt: trim threshold 1024 MiB, mmap threshold 32 MiB"
     else:
         assert out == "NONE"
+
+
+def test_peak_measured_at_both_ends(tmp_path):
+    stdout, report = _report(tmp_path, "--malloc", "default")
+    start, end = report["header"]["peak_gflops"], report["header"]["peak_gflops_end"]
+    assert set(start) == set(end) and all(v > 0 for v in end.values())
+    assert "peak_gflops_end" in stdout
+
+
+def test_peak_drift_warning():
+    from fastcells.bench import peak_drift_warning
+    assert peak_drift_warning({"float32/2thr": 300.0}, {"float32/2thr": 290.0}) is None
+    w = peak_drift_warning({"float32/2thr": 312.0}, {"float32/2thr": 200.0})
+    assert w is not None and "312.0 -> 200.0" in w
+    assert peak_drift_warning({"float32/2thr": 200.0}, {"float32/2thr": 240.0}) is not None

@@ -294,9 +294,32 @@ def machine_header(threads, dtypes):
         h["torch"] = torch.__version__
     except ImportError:
         h["torch"] = None
-    h["peak_gflops"] = {f"{np.dtype(dt).name}/{nt}thr": round(peak_gflops(dt, nt), 1)
-                        for dt in dtypes for nt in threads}
+    h["peak_gflops"] = peaks(threads, dtypes)
     return h
+
+
+def peaks(threads, dtypes):
+    """The practical peak for every dtype and thread count of a run, as the header shows it."""
+    return {f"{np.dtype(dt).name}/{nt}thr": round(peak_gflops(dt, nt), 1)
+            for dt in dtypes for nt in threads}
+
+
+PEAK_DRIFT = 0.15      # relative change of the peak over a run that the report warns about
+
+
+def peak_drift_warning(start, end):
+    """A warning line if the practical peak moved by more than PEAK_DRIFT during the run (the
+    shared host got busier or calmer: configurations timed at different moments then met
+    different machines, which the paired timing within a configuration does not undo), else
+    None. On this project's 2-vCPU guest one run started at 312 GFLOP/s and ended near 200,
+    and its large-shape ratios against torch moved by up to 2x."""
+    moved = {k: (start[k], end[k]) for k in start if k in end and start[k] > 0
+             and abs(end[k] / start[k] - 1) > PEAK_DRIFT}
+    if not moved:
+        return None
+    what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in moved.items())
+    return (f"WARNING: the practical peak moved during the run ({what} GFLOP/s): the host's "
+            f"load changed; compare ratios across configurations with care")
 
 
 def format_table(rows, have_torch):
@@ -453,6 +476,12 @@ def run(args):
                    extra_bytes=mem, minimal_workspace_bytes=mem_min,
                    extra_over_minimal=mem / mem_min if mem_min else None)
         rows.append(row)
+    header["peak_gflops_end"] = peaks(threads, dtypes)
+    drift = peak_drift_warning(header["peak_gflops"], header["peak_gflops_end"])
+    print()
+    print(f"  peak_gflops_end    {header['peak_gflops_end']}")
+    if drift:
+        print(f"  {drift}")
     print()
     print(format_table(rows, have_torch))
     print()
