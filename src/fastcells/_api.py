@@ -345,10 +345,9 @@ def _grad_and_pack(K, N, dtype):
     freed before the backward allocates its gradients, which are larger, so the step's peak is
     the saved workspace plus the returned arrays (issue 6, target 3). (The Elman RNN's backward
     accumulates dW_hh chunk by chunk; it puts the packing into dx, see rnn_backward.)"""
-    n_pack = _kernels.packed_size(K, N, dtype.itemsize)
     if not _ALIAS_PACKED:
         return np.empty((K, N), dtype), _pack_buffer(K, N, dtype)
-    buf = _empty64(n_pack, dtype)
+    buf = _empty64(_kernels.packed_size(K, N, dtype.itemsize), dtype)
     return buf[:K * N].reshape(K, N), buf
 
 
@@ -628,9 +627,10 @@ def rnn_backward(dy, dh_n, ws):
     dy = _grad("dy", dy, dtype, (T, B, H))
     dh_n = _grad("dh_n", dh_n, dtype, (B, H))
     a = _take_workspace(ws, "rnn", "rnn_backward")
-    # The backward writes dx only after its time loop, which reads the packed W_hh: when dx is
-    # large enough (T*B*I >= H*H, rounded up to the panel width) it holds the packing, and the
-    # step needs no packed copy beyond what it returns (issue 6, target 3).
+    # When dx is large enough (T*B*I >= H*H, rounded up to the panel width) its first rows hold
+    # the packed W_hh: the kernel then writes those rows of dx only after its time loop (the
+    # same shape test, in _kernels.rnn_bwd), and the step needs no packed copy beyond what it
+    # returns (issue 6, target 3).
     n_pack = _kernels.packed_size(H, H, dtype.itemsize)
     if _ALIAS_PACKED and n_pack <= T * B * I:
         dx = _empty64((T, B, I), dtype)
