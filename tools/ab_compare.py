@@ -10,8 +10,8 @@ A variant is selected by running a snippet of Python before each call, with ``fc
 ``_api``, ``_kernels``, ``layers`` and ``os`` in scope. Or, with ``--old-so``, variant A is the
 compiled ``_kernels`` module from another build (copy the .so aside before rebuilding):
 
-    python tools/ab_compare.py --rounds 300 --a "os.environ['FASTCELLS_SPLIT'] = ''" \\
-        --b "os.environ['FASTCELLS_SPLIT'] = 'hidden'" lstm:small:train gru:latency:infer:1
+    python tools/ab_compare.py --rounds 300 --a "_api._FORCED_SPLIT = 0" \\
+        --b "_api._FORCED_SPLIT = 2" lstm:small:train gru:latency:infer:1
     cp src/fastcells/_kernels*.so /tmp/old/ && <edit, rebuild> && \\
         python tools/ab_compare.py --old-so /tmp/old/_kernels*.so lstm:large:infer
 

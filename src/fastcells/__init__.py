@@ -55,10 +55,10 @@ def get_include():
 # addresses in fastcells.capi. It shares the per-thread BLAS thread setter and the
 # FASTCELLS_SPLIT override (read once, here) with the Python API.
 def _init_capi():
-    from ._api import _forced_split
+    from ._api import _FORCED_SPLIT
     from ._threads import set_threads_local_address
     from . import _kernels
-    return _kernels._capi_init(__version__, set_threads_local_address(), _forced_split())
+    return _kernels._capi_init(__version__, set_threads_local_address(), _FORCED_SPLIT)
 
 
 _C_API = _init_capi()

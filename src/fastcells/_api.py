@@ -61,6 +61,13 @@ class Workspace:
                             "(lstm_forward, gru_forward, rnn_forward with training=True)")
         self._init(*args, **kwargs)
 
+    @classmethod
+    def _new(cls, *args, **kwargs):
+        """For the forward functions (skips the token check: ~0.5 us per call)."""
+        ws = cls.__new__(cls)
+        ws._init(*args, **kwargs)
+        return ws
+
     def _init(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
               nonlinearity=None, reset_after=True, P=None):
         self._cell = cell
@@ -133,7 +140,9 @@ def _call_dtype(**arrays):
     for name, a in arrays.items():
         if a is None:
             continue
-        dt = _dtype_of(name, a)
+        dt = a.dtype if type(a) is np.ndarray else None
+        if dt is not _F32 and dt is not _F64:
+            dt = _dtype_of(name, a)
         if dtype is None:
             dtype, first = dt, name
         elif dt != dtype:
@@ -144,9 +153,12 @@ def _call_dtype(**arrays):
 
 def _array(name, a, dtype, shape=None, ndim=None):
     """``a`` as an array of ``dtype`` (any byte order), checked against ``shape``; no copy."""
-    arr = _asarray(name, a)
-    if _dtype_of(name, arr) != dtype:
-        raise TypeError(f"{name} has dtype {arr.dtype}, expected {dtype}")
+    if type(a) is np.ndarray and a.dtype is dtype:    # fast path: already an array of dtype
+        arr = a
+    else:
+        arr = _asarray(name, a)
+        if _dtype_of(name, arr) != dtype:
+            raise TypeError(f"{name} has dtype {arr.dtype}, expected {dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {_fmt(arr.shape)}")
     if shape is not None and arr.shape != tuple(shape):
@@ -202,6 +214,8 @@ def _check_weights(cell, w_ih, w_hh, I, dtype, w_hr=None):
 
 def _check_sizes(T, B, I, H, G, P=None):
     """Every dimension handed to BLAS must fit its 32-bit integers: checked before any copy."""
+    if max(T * B, G * H, I, H, P or 0) <= _BLAS_INT_MAX:
+        return
     for what, v in (("T*B", T * B), ("gates per row (G*H)", G * H), ("input_size", I),
                     ("hidden_size", H), ("proj_size", P or 0)):
         if v > _BLAS_INT_MAX:
@@ -246,8 +260,13 @@ def _lengths(lengths, T, B):
 
 
 def _forced_split():
-    """FASTCELLS_SPLIT=batch|hidden forces the time loop's thread layout (for experiments)."""
+    """FASTCELLS_SPLIT=batch|hidden forces the time loop's thread layout (for experiments).
+    Read at import (reading os.environ cost ~1 us per call); experiments in one process set
+    _FORCED_SPLIT (0 = the rule, 1 = batch, 2 = hidden), as tools/ab_compare.py does."""
     return {"batch": 1, "hidden": 2}.get(os.environ.get("FASTCELLS_SPLIT", ""), 0)
+
+
+_FORCED_SPLIT = _forced_split()
 
 
 def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0):
@@ -255,7 +274,7 @@ def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0):
     thread grid (batch split or hidden-unit split). I_loop: the input width whose weights the
     time loop reads every step (I for an inference forward, 0 otherwise). The rule lives in
     _capi.pxi, shared with the C API."""
-    return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _forced_split(),
+    return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _FORCED_SPLIT,
                          I_loop)
 
 
@@ -278,11 +297,12 @@ def _take_workspace(ws, cell, fn):
         n = ws._n_threads
         if not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"{fn}: corrupted workspace (n_threads = {n!r})")
+        dt = ws._dtype
         for key, shape_fn in _WS_SHAPES[cell].items():
             a = arrays.get(key)
             want = shape_fn(T, B, I, H, P)
-            if (not isinstance(a, np.ndarray) or a.shape != want or a.dtype != ws._dtype
-                    or not a.flags.c_contiguous or not a.flags.aligned):
+            if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != dt or not (
+                    (flags := a.flags).c_contiguous and flags.aligned):
                 raise ValueError(f"{fn}: corrupted workspace ({key!r} is not a C-contiguous "
                                  f"{ws._dtype} array of shape {_fmt(want)})")
         lengths = arrays.get("lengths")
@@ -413,9 +433,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
                               set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
-    ws = Workspace("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
+    ws = Workspace._new("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
-                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P, _token=_WS_TOKEN)
+                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
     return y, h_n, c_n, ws
 
 
@@ -531,9 +551,9 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
                              set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace("gru", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
+    ws = Workspace._new("gru", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
-                        lengths=lengths), reset_after=reset_after, _token=_WS_TOKEN)
+                        lengths=lengths), reset_after=reset_after)
     return y, h_n, ws
 
 
@@ -611,9 +631,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
                              n_cols, set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
+    ws = Workspace._new("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
                    dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
-                   nonlinearity=nonlinearity, _token=_WS_TOKEN)
+                   nonlinearity=nonlinearity)
     return y, h_n, ws
 
 
