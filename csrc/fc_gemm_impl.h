@@ -195,9 +195,11 @@ FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t a
 }
 
 /* One row (M = 1, batch-1 inference and latency): a chain of FMAs into one accumulator pair
- * would wait on FMA latency, so four k-interleaved pairs are summed at the end. */
+ * would wait on FMA latency, so four k-interleaved pairs are summed at the end. B's row k at
+ * bp + k*bs, as in fc_ukr. */
 static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, int accumulate)
+FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C,
+                int accumulate)
 {
     typedef FC_SFX(fc_vec) vec;
     const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
@@ -205,15 +207,15 @@ FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, i
     ptrdiff_t k = 0;
     for (; k + 4 <= kc; k += 4) {
         for (int u = 0; u < 4; u++) {
-            __builtin_memcpy(&b0, bp + (k + u) * FC_NR, sizeof(vec));
-            __builtin_memcpy(&b1, bp + (k + u) * FC_NR + V, sizeof(vec));
+            __builtin_memcpy(&b0, bp + (k + u) * bs, sizeof(vec));
+            __builtin_memcpy(&b1, bp + (k + u) * bs + V, sizeof(vec));
             c0[u] += A[k + u] * b0;
             c1[u] += A[k + u] * b1;
         }
     }
     for (; k < kc; k++) {
-        __builtin_memcpy(&b0, bp + k * FC_NR, sizeof(vec));
-        __builtin_memcpy(&b1, bp + k * FC_NR + V, sizeof(vec));
+        __builtin_memcpy(&b0, bp + k * bs, sizeof(vec));
+        __builtin_memcpy(&b1, bp + k * bs + V, sizeof(vec));
         c0[0] += A[k] * b0;
         c1[0] += A[k] * b1;
     }
@@ -229,8 +231,108 @@ FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, i
     __builtin_memcpy(C + V, &c1[0], sizeof(vec));
 }
 
+/* fc_ukr1 on two adjacent panels at once (bp and bp + FC_NR), with B read in place: each
+ * panel's sums in the same order as fc_ukr1, so the same bits. One panel at a time, the two
+ * loads per row k of a power-of-two row stride ran at 0.94x (H = 128), 0.86x (256) and 0.66x
+ * (512) of the packed walk's speed (M = 1, B in L2, one thread); four loads per row, 1.04x,
+ * 0.99x, 0.85x. */
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_ukr1x2)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C,
+                  int accumulate)
+{
+    typedef FC_SFX(fc_vec) vec;
+    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
+    vec c[4][4] = {{{0}}}, b[4];
+    ptrdiff_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        for (int u = 0; u < 4; u++) {
+            for (int q = 0; q < 4; q++)
+                __builtin_memcpy(&b[q], bp + (k + u) * bs + q * V, sizeof(vec));
+            for (int q = 0; q < 4; q++)
+                c[q][u] += A[k + u] * b[q];
+        }
+    }
+    for (; k < kc; k++) {
+        for (int q = 0; q < 4; q++)
+            __builtin_memcpy(&b[q], bp + k * bs + q * V, sizeof(vec));
+        for (int q = 0; q < 4; q++)
+            c[q][0] += A[k] * b[q];
+    }
+    for (int q = 0; q < 4; q++) {
+        c[q][0] = (c[q][0] + c[q][1]) + (c[q][2] + c[q][3]);
+        if (accumulate) {
+            __builtin_memcpy(&b[q], C + q * V, sizeof(vec));
+            c[q][0] += b[q];
+        }
+        __builtin_memcpy(C + q * V, &c[q][0], sizeof(vec));
+    }
+}
+
+/* fc_ukr1x2 for B rows that start s elements (0 < s < V) past a 64-byte boundary, all of them
+ * (the row stride a multiple of 64 bytes): a 64-byte load there always splits two cache lines,
+ * and the in-place walk ran 1.10-1.24x the packed walk's time (16-byte offset, H = 128, 256).
+ * Instead, five aligned loads per row cover columns [-s, 5V - s) of the two panels, their
+ * products are summed lane by lane exactly as fc_ukr1x2 sums them, and the lanes are shifted
+ * back by s at the end: the same bits. The window of the matrix's first row would start before
+ * the matrix and the last row's end after it: with `first` (`last`) set, local row 0 (kc - 1)
+ * is that row, and its outer vector is assembled from the row's own elements instead (the
+ * lanes outside the matrix are zero and do not reach C). */
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_ukr1x2s)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, int s,
+                   FC_REAL *C, int accumulate, int first, int last)
+{
+    typedef FC_SFX(fc_vec) vec;
+    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
+    FC_REAL out[5 * (64 / sizeof(FC_REAL))] __attribute__((aligned(64)));
+    vec c[5][4] = {{{0}}}, b[5];
+    const FC_REAL *w = bp - s;               /* the aligned window of local row 0 */
+    /* the outer vectors of the first and last rows, assembled (lanes outside the matrix 0):
+     * row 0's lanes s..V-1 are its first V - s elements, row kc-1's lanes 0..s-1 its last s */
+    FC_REAL t0[64 / sizeof(FC_REAL)] __attribute__((aligned(64))) = {0};
+    FC_REAL t4[64 / sizeof(FC_REAL)] __attribute__((aligned(64))) = {0};
+    if (first)
+        __builtin_memcpy(t0 + s, bp, (size_t)(V - s) * sizeof(FC_REAL));
+    if (last)
+        __builtin_memcpy(t4, bp + (kc - 1) * bs + 4 * V - s, (size_t)s * sizeof(FC_REAL));
+#define FC_UKR1X2S_ROW(k, u, edge)                                                              \
+    do {                                                                                        \
+        const FC_REAL *r0 = w + (k) * bs, *r4 = w + (k) * bs + 4 * V;                           \
+        if (edge) {                                                                             \
+            r0 = (k) == 0 && first ? t0 : r0;                                                   \
+            r4 = (k) == kc - 1 && last ? t4 : r4;                                               \
+        }                                                                                       \
+        __builtin_memcpy(&b[0], r0, sizeof(vec));                                               \
+        for (int q = 1; q < 4; q++)                                                             \
+            __builtin_memcpy(&b[q], w + (k) * bs + q * V, sizeof(vec));                         \
+        __builtin_memcpy(&b[4], r4, sizeof(vec));                                               \
+        for (int q = 0; q < 5; q++)                                                             \
+            c[q][u] += A[k] * b[q];                                                             \
+    } while (0)
+    ptrdiff_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        if ((first && k == 0) || (last && k + 4 == kc)) {
+            for (int u = 0; u < 4; u++)
+                FC_UKR1X2S_ROW(k + u, u, 1);
+        } else {
+            for (int u = 0; u < 4; u++)
+                FC_UKR1X2S_ROW(k + u, u, 0);
+        }
+    }
+    for (; k < kc; k++)
+        FC_UKR1X2S_ROW(k, 0, 1);
+#undef FC_UKR1X2S_ROW
+    for (int q = 0; q < 5; q++) {
+        c[q][0] = (c[q][0] + c[q][1]) + (c[q][2] + c[q][3]);
+        __builtin_memcpy(out + q * V, &c[q][0], sizeof(vec));
+    }
+    for (int j = 0; j < 4 * V; j++)
+        C[j] = accumulate ? out[s + j] + C[j] : out[s + j];
+}
+
 /* Rows [0, M) x one panel's columns [c0, c1) (c0, c1 relative to the panel; a partial panel
- * goes through a tile so that nothing outside [c0, c1) of C is read or written).
+ * goes through a tile so that nothing outside [c0, c1) of C is read or written). The panel's
+ * row k is at bp + k*bs: bs = FC_NR in the packed layout, the matrix's row stride when B is
+ * read in place (fc_gemm_rows).
  *
  * While the row tiles run on this panel slice, they prefetch the next one (`next`, or NULL) into
  * L2, so that slice is not waited for when the weights live in L3 (large H: 88% of LSTM
@@ -245,8 +347,8 @@ FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, FC_REAL *C, i
  * 0.86-0.97x, batch 32 at H = 512 0.90x. */
 static inline __attribute__((always_inline)) void
 FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-                 const FC_REAL *bp, FC_REAL *C, ptrdiff_t ldc, int accumulate, int c0, int c1,
-                 const FC_REAL *next)
+                 const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C, ptrdiff_t ldc, int accumulate,
+                 int c0, int c1, const FC_REAL *next)
 {
     FC_REAL tile[8 * (128 / sizeof(FC_REAL))] __attribute__((aligned(64)));
     if (M == 1) {
@@ -256,7 +358,7 @@ FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrd
                 tile[j] = accumulate ? C[j - c0] : 0;
             dst = tile;
         }
-        FC_SFX(fc_ukr1)(kc, A, bp, dst, accumulate);
+        FC_SFX(fc_ukr1)(kc, A, bp, bs, dst, accumulate);
         if (dst == tile)
             for (int j = c0; j < c1; j++)
                 C[j - c0] = tile[j];
@@ -282,14 +384,14 @@ FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrd
             ? (const FC_REAL *)((const char *)next + ti * pf_lines * 64) : NULL;
         if (c0 == 0 && c1 == FC_NR) {
             if (mr == MR)
-                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, 1, bp, FC_NR, c, ldc, accumulate, pf, pf_shift);
+                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
             else
-                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, FC_NR, c, ldc, accumulate, pf, pf_shift);
+                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
         } else {
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
-            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, FC_NR, tile, FC_NR, accumulate, pf,
+            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, bs, tile, FC_NR, accumulate, pf,
                            pf_shift);
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
@@ -333,8 +435,8 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
         for (ptrdiff_t p = n0 / FC_NR; p * FC_NR < n1; p++) {                                   \
             ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
             ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
-            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, Bp + (p * kp + k0) * FC_NR, C + lo, ldc,   \
-                             acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),                 \
+            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, Bp + (p * kp + k0) * FC_NR, FC_NR, C + lo, \
+                             ldc, acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),            \
                              hi < n1 ? Bp + ((p + 1) * kp + k0) * FC_NR : NULL);                \
         }                                                                                       \
     }
@@ -377,6 +479,80 @@ void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K
     }
     FC_ISA_DISPATCH(fc_gemm_packed, M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
 }
+
+/* The same product with B (K x ldb, row-major, all of it readable) read in place instead of
+ * packed: the panels are column blocks of B's rows, one row k of a block at stride ldb. For a
+ * backward whose packed copy would be the step's largest scratch (Elman RNN at batch 1: W_hh
+ * 64 KB against 50 KB of saved states). Same micro-kernels and summation order as
+ * fc_gemm_packed, so the same bits. No prefetch of the next panel (B in L2 there). n1 rounded
+ * up to a multiple of FC_NR must not exceed ldb (the loads read whole panel rows). One row
+ * (M = 1) runs two panels at a time (fc_ukr1x2), on aligned loads when B is not 64-byte
+ * aligned but its row stride is a multiple of 64 bytes (fc_ukr1x2s). */
+#define FC_GEMM_ROWS_BODY(MR)                                                                   \
+    int s = (ldb * sizeof(FC_REAL)) % 64 == 0                                                   \
+        ? (int)(((uintptr_t)B % 64) / sizeof(FC_REAL)) : 0;                                     \
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC) {                                               \
+        ptrdiff_t kc = K - k0 < FC_KC ? K - k0 : FC_KC;                                         \
+        int acc = accumulate || k0 > 0;                                                         \
+        for (ptrdiff_t p = n0 / FC_NR; p * FC_NR < n1; p++) {                                   \
+            ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
+            ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
+            if (M == 1 && lo == p * FC_NR && (p + 2) * FC_NR <= n1) {                           \
+                if (s == 0)                                                                     \
+                    FC_SFX(fc_ukr1x2)(kc, A + k0, B + k0 * ldb + p * FC_NR, ldb, C + lo, acc);  \
+                else                                                                            \
+                    FC_SFX(fc_ukr1x2s)(kc, A + k0, B + k0 * ldb + p * FC_NR, ldb, s, C + lo,    \
+                                       acc, k0 == 0 && p == 0, k0 + kc == K                     \
+                                       && (p + 2) * FC_NR == ldb);                              \
+                p++;                                                                            \
+                continue;                                                                       \
+            }                                                                                   \
+            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, B + k0 * ldb + p * FC_NR, ldb, C + lo,     \
+                             ldc, acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR), NULL);     \
+        }                                                                                       \
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+__attribute__((target("arch=x86-64-v4"))) static void
+FC_SFX(fc_gemm_rows_v4)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
+                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
+                        ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_ROWS_BODY(8)
+}
+
+__attribute__((target("arch=x86-64-v3"))) static void
+FC_SFX(fc_gemm_rows_v3)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
+                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
+                        ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_ROWS_BODY(3)
+}
+#endif
+
+static void
+FC_SFX(fc_gemm_rows_base)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
+                          const FC_REAL *A, ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb,
+                          FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    FC_GEMM_ROWS_BODY(2)
+}
+
+/* C[:, n0:n1] = (accumulate ? C[:, n0:n1] : 0) + A (M x K) @ B[:, n0:n1], B (K x N) row-major
+ * with row stride ldb, read in place; see FC_GEMM_ROWS_BODY for the columns it reads. */
+void FC_SFX(fc_gemm_rows)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
+                          const FC_REAL *A, ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb,
+                          FC_REAL *C, ptrdiff_t ldc, int accumulate)
+{
+    if (M <= 0 || n1 <= n0)
+        return;
+    if (K <= 0) {
+        FC_SFX(fc_zero_unless)(accumulate, 0, M, n0, n1, C, ldc);
+        return;
+    }
+    FC_ISA_DISPATCH(fc_gemm_rows, M, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+#undef FC_GEMM_ROWS_BODY
 
 /* ------------------------------------------------------------------ weight gradients, A^T B
  * C[m0:m1, :] (+)= A^T B for A (K x M, row stride lda) and B (K x N, row stride ldb), N a

@@ -1,5 +1,6 @@
 """The per-step GEMM on packed weights (csrc/fc_gemm_impl.h) against NumPy, on every code path;
-likewise the weight-gradient kernel C (+)= A^T B (fc_gemm_tn).
+likewise the weight-gradient kernel C (+)= A^T B (fc_gemm_tn) and the same product with B read
+in place (fc_gemm_rows: bitwise equal to the packed one, at every alignment of B).
 
 The cell tests exercise it through the kernels, but with small H; here: K beyond one k-block
 (512), column ranges that start and end inside a panel (hidden split), a K sub-range of a taller
@@ -97,6 +98,71 @@ def test_gemm_tn(dtype, case, accumulate):
     _check_tn(dtype, case, accumulate)
 
 
+ROWS_CASES = [  # M, K, N in panels (32 columns float32, 16 float64), n0, n1 (None: N)
+    (1, 128, 4, 0, None),         # batch 1, two panels at a time
+    (1, 300, 6, 0, None),         # K beyond one k-block
+    (1, 7, 2, 0, None),           # K below the 4-row unroll: the first and last row in one
+    (1, 1, 2, 0, None),           # one row: first and last at once
+    (1, 257, 3, 0, None),         # an odd panel out
+    (1, 64, 4, 3, -1),            # a column range inside panels (hidden split)
+    (1, 64, 4, 32, None),         # a range starting at a panel boundary (f32) / inside (f64)
+    (2, 50, 2, 0, None),          # batch 2: the general row tiles on strided rows
+    (9, 129, 3, 5, None),
+]
+
+
+def _misaligned(a, offset):
+    """A copy of ``a`` starting ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(a.size + 64 // a.itemsize, a.dtype)
+    skip = (offset - raw.ctypes.data) % 64 // a.itemsize
+    out = raw[skip:skip + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+def _check_rows(dtype, case, accumulate, offset, seed=0):
+    M, K, panels, n0, n1 = case
+    it = np.dtype(dtype).itemsize
+    N = panels * (128 // it)
+    n1 = N if n1 is None else (N + n1 if n1 < 0 else n1)
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((M, K)).astype(dtype)
+    Bm = _misaligned(rng.standard_normal((K, N)).astype(dtype), offset)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    packed = C.copy()
+    Bp = np.empty(_kernels.packed_size(K, N, it), dtype)
+    _kernels.gemm_packed(A, np.ascontiguousarray(Bm), Bp, packed, n0, n1, accumulate)
+    got = C.copy()
+    _kernels.gemm_rows(A, Bm, got, n0, n1, accumulate)
+    assert np.array_equal(got, packed), (case, offset, np.abs(got - packed).max())
+    want = (C[:, n0:n1].astype(np.float64) if accumulate else 0) + (
+        A.astype(np.float64) @ Bm[:, n0:n1].astype(np.float64))
+    scale = np.abs(A).astype(np.float64) @ np.abs(Bm[:, n0:n1]).astype(np.float64)
+    err = np.abs(got[:, n0:n1] - want) / (scale + np.abs(want) + 1)
+    assert err.max(initial=0) <= 4 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ROWS_CASES)
+@pytest.mark.parametrize("accumulate", [True, False])
+@pytest.mark.parametrize("offset", [0, 8, 16, 48])
+def test_gemm_rows_matches_packed(dtype, case, accumulate, offset):
+    if offset % np.dtype(dtype).itemsize:
+        pytest.skip("offset not a multiple of the element size")
+    _check_rows(dtype, case, accumulate, offset)
+
+
+def test_gemm_rows_rejects_bad_shapes():
+    A = np.ones((1, 4), np.float32)
+    with pytest.raises(ValueError, match="panel width"):
+        _kernels.gemm_rows(A, np.ones((4, 40), np.float32), np.zeros((1, 40), np.float32), 0,
+                           40, False)
+    with pytest.raises(ValueError, match="inconsistent"):
+        _kernels.gemm_rows(A, np.ones((4, 32), np.float32), np.zeros((1, 32), np.float32), 0,
+                           33, False)
+
+
 def test_gemm_tn_rejects_bad_shapes():
     A = np.ones((5, 3), np.float32)
     with pytest.raises(ValueError):      # N = 20: not a multiple of the panel width
@@ -151,6 +217,9 @@ def test_gemm_packed_other_isas(isa):
         "        for acc in (True, False):\n"
         "            t._check(dt, c, acc)\n"
         "            t._check(dt, c, acc, transposed=True)\n"
+        "    for c in t.ROWS_CASES:\n"
+        "        for off in (0, 16):\n"
+        "            t._check_rows(dt, c, True, off)\n"
         "    for c in t.TN_CASES:\n"
         "        if c[2] %% (128 // np.dtype(dt).itemsize) == 0:\n"
         "            for acc in (True, False):\n"

@@ -4,8 +4,10 @@ The backward's per-step GEMM runs on a packed copy of W_hh. Where the shapes all
 API puts that copy into an output array the backward writes only after its time loop: dW_hh
 for LSTM and GRU (a view of the packing buffer, which is up to 31 columns wider when H is not a
 multiple of the panel width), the first rows of dx for the Elman RNN (when T*B*I is at least
-the packed size). Then a training step's peak memory beyond the arrays it returns is the saved workspace
-plus a little. These tests check
+the packed size). Where dx is too small for it (batch 1, short sequences) and H is a multiple of
+the panel width, the Elman RNN's step GEMM reads W_hh in place instead (fc_gemm_rows, the same
+bits at every alignment of W_hh). Then a training step's peak memory beyond the arrays it
+returns is the saved workspace plus a little. These tests check
 
 * the peak extra memory of forward + backward, as the benchmark measures it (tracemalloc), is
   at most 1.1 x the minimal workspace (saved gates and states) where the packing fits;
@@ -79,6 +81,67 @@ def test_packing_placement_gives_same_bits(cell, dtype, shape, n_threads, with_l
     for i, (ka, a) in enumerate(arrays):
         for kb, b in arrays[i + 1:]:
             assert not np.shares_memory(a, b), f"{ka} shares memory with {kb}"
+
+
+# Elman RNN shapes whose dx cannot hold the packed W_hh (T*B*I < H*H): W_hh read in place,
+# by the batch-1 two-panel kernel (on 2 threads at H = 256: the hidden split) or the row tiles
+IN_PLACE = [(20, 1, 16, 128), (30, 1, 8, 256), (12, 2, 8, 64), (5, 3, 4, 32)]
+
+
+def _misaligned(a, offset):
+    """A copy of ``a`` starting ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(a.size + 64 // a.itemsize, a.dtype)
+    skip = (offset - raw.ctypes.data) % 64 // a.itemsize
+    out = raw[skip:skip + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("shape", IN_PLACE, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("offset", [0, 16, 40])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_rnn_w_hh_in_place_gives_same_bits(dtype, shape, offset, n_threads):
+    T, B, I, H = shape
+    if offset % np.dtype(dtype).itemsize:
+        pytest.skip("offset not a multiple of the element size")
+    assert _api._kernels.packed_size(H, H, np.dtype(dtype).itemsize) > T * B * I
+    p = make_problem("rnn_tanh", dtype, T, B, I, H, seed=T + H)
+    p.inputs["w_hh"] = _misaligned(p.inputs["w_hh"], offset)
+    w_hh = p.inputs["w_hh"].copy()
+    in_place = run_fastcells(p, n_threads)
+    _api._ALIAS_PACKED = False
+    try:
+        separate = run_fastcells(p, n_threads)
+    finally:
+        _api._ALIAS_PACKED = True
+    assert_results_equal(in_place, separate)
+    assert_results_close(in_place, run_reference(p), p.dtype)
+    assert np.array_equal(p.inputs["w_hh"], w_hh)        # read, never written
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_rnn_batch1_training_memory(dtype):
+    """Batch 1 at the latency shape: the packed W_hh (64 KB at H = 128 in float32) was larger
+    than the saved states (50 KB), and dx (25 KB) cannot hold it: with the packing and the dG
+    scratch in their own buffers a step took 2.66x the minimal workspace. With W_hh read in
+    place and the top chunk's dG in dx, what the step allocates beyond its results is the
+    saved states plus the fixed cost of a call (NumPy array headers and Python objects, ~7 KB:
+    measured here at T = B = I = H = 1). (A sequence no longer than one backward chunk, 25
+    steps at batch 1, still needs its dG scratch: dx has no rows below the chunk's.)"""
+    B, T, I, H = bench.SHAPES["latency"]
+    dt = np.dtype(dtype)
+    p = bench.make_problem("rnn", B, T, I, H, dt)
+    extra = bench.memory_use("rnn", p, "train", 2)
+    fixed = bench.memory_use("rnn", bench.make_problem("rnn", 1, 1, 1, 1, dt), "train", 2)
+    minimal = bench.minimal_workspace_bytes("rnn", B, T, H, dt.itemsize)
+    assert fixed < 16384 and extra - fixed <= 1.1 * minimal, (extra, fixed, minimal)
+    _api._ALIAS_PACKED = False
+    try:
+        separate = bench.memory_use("rnn", p, "train", 2)
+    finally:
+        _api._ALIAS_PACKED = True
+    assert separate >= extra + H * H * dt.itemsize, (separate, extra)
 
 
 def test_batch1_shape_uses_the_hidden_split():

@@ -81,11 +81,13 @@ cdef extern from "fc_cells.h" nogil:
     void fc_gemm_packed_f32(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *Bp, Py_ssize_t kp, float *C, Py_ssize_t ldc, int accumulate)
     Py_ssize_t fc_packed_size_f32(Py_ssize_t K, Py_ssize_t N)
     Py_ssize_t fc_packed_panel_width_f32()
+    void fc_gemm_rows_f32(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
     void fc_gemm_tn_f32(Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
     void fc_pack_b_f64(Py_ssize_t K, Py_ssize_t N, const double *src, Py_ssize_t rs, Py_ssize_t cs, double *Bp, Py_ssize_t p0, Py_ssize_t p1)
     void fc_gemm_packed_f64(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *Bp, Py_ssize_t kp, double *C, Py_ssize_t ldc, int accumulate)
     Py_ssize_t fc_packed_size_f64(Py_ssize_t K, Py_ssize_t N)
     Py_ssize_t fc_packed_panel_width_f64()
+    void fc_gemm_rows_f64(Py_ssize_t M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
     void fc_gemm_tn_f64(Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
 
 # ---------------------------------------------------------------- fused-type dispatch to csrc
@@ -280,6 +282,16 @@ cdef inline void pgemm(idx M, idx n0, idx n1, idx K, const floating *A, idx lda,
         fc_gemm_packed_f32(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate)
     else:
         fc_gemm_packed_f64(M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate)
+
+cdef inline void rgemm(idx M, idx n0, idx n1, idx K, const floating *A, idx lda,
+                       const floating *Bm, idx ldb, floating *C, idx ldc,
+                       bint accumulate) noexcept nogil:
+    """C[:, n0:n1] (+)= A (M,K) @ Bm[:, n0:n1]; Bm (K rows, stride ldb) read in place, every row
+    with the columns up to n1 rounded up to the panel width; C at column 0. pgemm's bits."""
+    if floating is float:
+        fc_gemm_rows_f32(M, n0, n1, K, A, lda, Bm, ldb, C, ldc, accumulate)
+    else:
+        fc_gemm_rows_f64(M, n0, n1, K, A, lda, Bm, ldb, C, ldc, accumulate)
 
 cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
                              const floating *A, const floating *Wp, floating *C,
@@ -920,8 +932,13 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  idx T, idx B, idx I, idx H, int relu, idx chunk, int n_threads, int n_rows,
                  int n_cols, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
-    # dg (min(chunk, T),B,H) scratch; w_pack (packed_size(H, H)) scratch = W_hh packed: its
+    # dg (min(chunk, T),B,H) scratch: its own buffer, or (w_pack NULL) dx's first elements when
+    # they lie below the top chunk's rows of dx (the top chunk's dG is dead before any lower
+    # chunk writes its dx; nothing is deferred then); w_pack (packed_size(H, H)) scratch =
+    # W_hh packed: its
     # own buffer, or the first packed_size(H, H) elements of dx if T*B*I is at least that;
+    # or NULL: the step GEMM reads W_hh in place (rgemm; H must be a multiple of the panel
+    # width), for when dx cannot hold the packing (batch 1: issue 6's memory target).
     # hs (T,B,H) in = saved h_t, destroyed (the workspace is consumed).
     # The time loop runs backwards in chunks of `chunk` steps. dW_hh = sum_t dG_t^T h_{t-1}
     # needs the saved states, so it is accumulated after each chunk (with dW_ih and db, while
@@ -970,8 +987,9 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         nj = j1 - j0
         nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
-        pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
-        fc_barrier_wait(&bar)
+        if w_pack != NULL:
+            pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
+            fc_barrier_wait(&bar)
         t_hi = T
         t_dx = T                             # dx[t_dx:] is written
         while t_hi > 0:
@@ -994,7 +1012,10 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                 if nc > 1:
                     fc_barrier_wait(&bar)
                 if nb > 0 and nj > 0:
-                    pgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
+                    if w_pack != NULL:
+                        pgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
+                    else:
+                        rgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_hh, H, dh0 + b0 * H, H, True)
             fc_barrier_wait(&bar)          # the chunk's dG is written: its reductions
             rows = (t_hi - t_lo) * B
             # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], with h0 for t = 0
@@ -1160,6 +1181,8 @@ def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, float
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                  Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     cdef int status
+    if w_pack is None and H % pack_width(&dx[0] if dx.shape[0] > 0 else NULL) != 0:
+        raise ValueError("rnn_backward: without w_pack, H must be a multiple of the panel width")
     with nogil:
         status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), ptr(w_pack),
                          ptr(hs),
@@ -1213,6 +1236,26 @@ def gemm_packed(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[::
             pack_part(0, 1, Kp, N, &Bm[0, 0], N, 1, &Bp[0])
         pgemm(M, n0, n1, K, &A[0, 0], K, &Bp[0] + k_off * pack_width(&Bp[0]), Kp, &C[0, 0], N,
               accumulate)
+
+
+def gemm_rows(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[:, ::1] C,
+              Py_ssize_t n0, Py_ssize_t n1, bint accumulate):
+    """C[:, n0:n1] (+)= A @ Bm[:, n0:n1] with Bm read in place (csrc/fc_gemm_impl.h
+    fc_gemm_rows); A (M, K), Bm (K, N) with N a multiple of the panel width (for tests)."""
+    cdef Py_ssize_t M = A.shape[0], K = A.shape[1], N = Bm.shape[1]
+    if Bm.shape[0] != K or C.shape[0] != M or C.shape[1] != N or not 0 <= n0 <= n1 <= N:
+        raise ValueError("gemm_rows: inconsistent shapes or ranges")
+    if N % pack_width(&C[0, 0] if C.shape[0] > 0 and N > 0 else NULL) != 0:
+        raise ValueError("gemm_rows: N must be a multiple of the panel width")
+    if M == 0 or N == 0:
+        return
+    with nogil:
+        if floating is float:
+            fc_gemm_rows_f32(M, n0, n1, K, &A[0, 0] if K > 0 else NULL, K,
+                             &Bm[0, 0] if K > 0 else NULL, N, &C[0, 0], N, accumulate)
+        else:
+            fc_gemm_rows_f64(M, n0, n1, K, &A[0, 0] if K > 0 else NULL, K,
+                             &Bm[0, 0] if K > 0 else NULL, N, &C[0, 0], N, accumulate)
 
 
 def gemm_tn(const floating[:, ::1] A, const floating[:, ::1] Bm, floating[:, ::1] C,
