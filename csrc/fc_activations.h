@@ -146,6 +146,135 @@ static inline FC_REAL FC_SFX(fc_tanh)(FC_REAL x)
     return a < FC_C(0.625) ? small : big;
 }
 
+/* Rows of activations, the cells' pointwise passes run them gate by gate:
+ *     out[r*ldo + j] = act(a[r*lda + j] + b[j])   (b NULL: + 0 omitted), j < n, r < rows,
+ * act = sigmoid (kind FC_SIGMOID) or tanh (FC_TANH); out may be a. With AVX-512 (float) the
+ * activations run on the intrinsics below instead of the compiler's vectorization of the scalar
+ * functions above: the same reduction and polynomials, with the scaling by 2^n in one vscalefps
+ * (it also gives +inf and 0 beyond the range, so no clamping selects), |x| and the sign by bit
+ * masks. Measured on the bench machine, one thread, 1024 values in L1: tanh 1.49x and sigmoid
+ * 1.33-1.39x the throughput of the vectorized scalar code (rcp14 + a Newton step instead of
+ * the division: no faster). */
+#ifndef FC_SIGMOID
+#define FC_SIGMOID 0
+#define FC_TANH 1
+#endif
+
+#if !FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
+/* exp(x) for x in [-104, 89] or NaN (callers clamp): x = n ln2 + r, |r| <= ln2/2 (Cody-Waite,
+ * two parts), exp(r) by the degree-7 Taylor polynomial of fc_exp, times 2^n by vscalefps
+ * (exact; +inf past FLT_MAX, denormal or 0 below the normal range). */
+__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_exp_v4(__m512 x)
+{
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896340736f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FC_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FC_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* sigmoid = 1 / (1 + exp(-x)). vmaxps/vminps return their second operand when either is NaN,
+ * so NaN passes the clamp; x < -88.72 gives exp = +inf and sigmoid +0, as fc_sigmoid. */
+__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_sigmoid_v4(__m512 x)
+{
+    __m512 y = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+    __m512 e = fc_exp_v4(_mm512_sub_ps(_mm512_setzero_ps(), y));
+    return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* tanh as fc_tanh: x P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (exp(2|x|) + 1)), 2|x|
+ * clamped at 20 (tanh = 1 in float from 9.1 on). */
+__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_tanh_v4(__m512 x)
+{
+    __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 a = _mm512_andnot_ps(sign, x), u = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(-0.00565713518438f);
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.0205881914546f));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-0.0537201076566f));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.133311140557f));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-0.333332598629f));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.999999996023f));
+    __m512 small = _mm512_mul_ps(x, p);                          /* keeps the sign of +-0 */
+    __m512 e = fc_exp_v4(_mm512_min_ps(_mm512_set1_ps(20.0f), _mm512_add_ps(a, a)));
+    __m512 q = _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
+    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f), q);
+    big = _mm512_or_ps(big, _mm512_and_ps(x, sign));             /* NaN stays NaN */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
+                                big, small);
+}
+
+__attribute__((target("arch=x86-64-v4"))) static void
+fc_act_rows_v4(int kind, ptrdiff_t rows, ptrdiff_t n, const float *a, ptrdiff_t lda,
+               const float *b, float *out, ptrdiff_t ldo)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *ar = a + r * lda;
+        float *orow = out + r * ldo;
+        ptrdiff_t j = 0;
+        for (; j + 32 <= n; j += 32) {      /* two independent chains: 1.08x over one */
+            __m512 v0 = _mm512_loadu_ps(ar + j), v1 = _mm512_loadu_ps(ar + j + 16);
+            if (b != NULL) {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(b + j));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(b + j + 16));
+            }
+            if (kind == FC_SIGMOID) {
+                v0 = fc_sigmoid_v4(v0);
+                v1 = fc_sigmoid_v4(v1);
+            } else {
+                v0 = fc_tanh_v4(v0);
+                v1 = fc_tanh_v4(v1);
+            }
+            _mm512_storeu_ps(orow + j, v0);
+            _mm512_storeu_ps(orow + j + 16, v1);
+        }
+        for (; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, ar + j);
+            if (b != NULL)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b + j));
+            v = kind == FC_SIGMOID ? fc_sigmoid_v4(v) : fc_tanh_v4(v);
+            _mm512_mask_storeu_ps(orow + j, m, v);
+        }
+    }
+}
+#endif
+
+FC_CLONES void FC_SFX(fc_act_rows)(int kind, ptrdiff_t rows, ptrdiff_t n, const FC_REAL *a,
+    ptrdiff_t lda, const FC_REAL *b, FC_REAL *out, ptrdiff_t ldo)
+{
+#if !FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
+    if (fc_cpu_level() >= 4) {
+        fc_act_rows_v4(kind, rows, n, a, lda, b, out, ldo);
+        return;
+    }
+#endif
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *ar = a + r * lda;
+        FC_REAL *orow = out + r * ldo;
+        if (kind == FC_SIGMOID && b != NULL) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < n; j++) orow[j] = FC_SFX(fc_sigmoid)(ar[j] + b[j]);
+        } else if (kind == FC_SIGMOID) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < n; j++) orow[j] = FC_SFX(fc_sigmoid)(ar[j]);
+        } else if (b != NULL) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < n; j++) orow[j] = FC_SFX(fc_tanh)(ar[j] + b[j]);
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < n; j++) orow[j] = FC_SFX(fc_tanh)(ar[j]);
+        }
+    }
+}
+
 #undef FC_MANT_BITS
 #undef FC_EXP_BIAS
 #undef FC_MAGIC

@@ -22,7 +22,10 @@
 #define FC_C(x) ((FC_REAL)(x))
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-/* 4: x86-64-v4 (AVX-512), 3: x86-64-v3 (AVX2 + FMA), else 0; for fc_gemm_impl.h's dispatch.
+#include <immintrin.h>
+#define FC_V4_INTRINSICS 1   /* AVX-512 activations (fc_activations.h), chosen at run time */
+/* 4: x86-64-v4 (AVX-512), 3: x86-64-v3 (AVX2 + FMA), else 0; for the run-time dispatch of
+ * fc_gemm_impl.h's kernels and fc_activations.h's fc_act_rows.
  * FASTCELLS_GEMM_ISA=v3|base caps it (read once; for testing every path on one machine). */
 static int fc_cpu_level(void)
 {

@@ -18,6 +18,7 @@ void fc_gru1_bwd_b_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, 
 void fc_rnn_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *g, const float *bias, int relu);
 void fc_rnn_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, const float *h, float *dg, const float *dy, float *dh, int relu);
 void fc_colsum_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const float *a, float *out, int accumulate);
+void fc_act_rows_f32(int kind, ptrdiff_t rows, ptrdiff_t n, const float *a, ptrdiff_t lda, const float *b, float *out, ptrdiff_t ldo);
 void fc_vsigmoid_f32(ptrdiff_t n, const float *x, float *y);
 void fc_vtanh_f32(ptrdiff_t n, const float *x, float *y);
 void fc_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src, ptrdiff_t rs, ptrdiff_t cs, float *Bp, ptrdiff_t p0, ptrdiff_t p1);
@@ -38,6 +39,7 @@ void fc_gru1_bwd_b_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, 
 void fc_rnn_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *g, const double *bias, int relu);
 void fc_rnn_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, const double *h, double *dg, const double *dy, double *dh, int relu);
 void fc_colsum_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, const double *a, double *out, int accumulate);
+void fc_act_rows_f64(int kind, ptrdiff_t rows, ptrdiff_t n, const double *a, ptrdiff_t lda, const double *b, double *out, ptrdiff_t ldo);
 void fc_vsigmoid_f64(ptrdiff_t n, const double *x, double *y);
 void fc_vtanh_f64(ptrdiff_t n, const double *x, double *y);
 void fc_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src, ptrdiff_t rs, ptrdiff_t cs, double *Bp, ptrdiff_t p0, ptrdiff_t p1);

@@ -19,21 +19,32 @@ FC_CLONES void FC_SFX(fc_lstm_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptr
     ptrdiff_t ldh, FC_REAL *gates, const FC_REAL *bias, const FC_REAL *c_prev, FC_REAL *c,
     FC_REAL *h)
 {
+    /* the activations gate by gate (fc_act_rows: AVX-512 intrinsics where available), then the
+     * cell update, then h = o * tanh(c) */
+    FC_REAL *gi = gates, *gf = gi + H, *gg = gf + H, *go = gg + H;
+    if (n == H) {                                    /* i and f side by side: one pass */
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, 2 * H, gi, ldg, bias, gi, ldg);
+    } else {
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gi, ldg, bias, gi, ldg);
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gf, ldg, bias + H, gf, ldg);
+    }
+    FC_SFX(fc_act_rows)(FC_TANH, rows, n, gg, ldg, bias + 2 * H, gg, ldg);
+    FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, go, ldg, bias + 3 * H, go, ldg);
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *gi = gates + r * ldg, *gf = gi + H, *gg = gf + H, *go = gg + H;
+        const FC_REAL *ir = gi + r * ldg, *fr = gf + r * ldg, *gr = gg + r * ldg;
         const FC_REAL *cp = c_prev + r * ldh;
-        FC_REAL *cr = c + r * ldh, *hr = h + r * ldh;
+        FC_REAL *cr = c + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < n; j++) {
-            FC_REAL i = FC_SFX(fc_sigmoid)(gi[j] + bias[j]);
-            FC_REAL f = FC_SFX(fc_sigmoid)(gf[j] + bias[H + j]);
-            FC_REAL g = FC_SFX(fc_tanh)(gg[j] + bias[2 * H + j]);
-            FC_REAL o = FC_SFX(fc_sigmoid)(go[j] + bias[3 * H + j]);
-            FC_REAL cn = f * cp[j] + i * g;
-            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
-            cr[j] = cn;
-            hr[j] = o * FC_SFX(fc_tanh)(cn);
-        }
+        for (ptrdiff_t j = 0; j < n; j++)
+            cr[j] = fr[j] * cp[j] + ir[j] * gr[j];
+    }
+    FC_SFX(fc_act_rows)(FC_TANH, rows, n, c, ldh, NULL, h, ldh);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *orow = go + r * ldg;
+        FC_REAL *hr = h + r * ldh;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++)
+            hr[j] = orow[j] * hr[j];
     }
 }
 
@@ -52,6 +63,8 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptr
         const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;                       /* dyr is then a dummy, never used */
         FC_REAL *dcr = dc + r * ldh;
+        /* tanh(c) stays in this loop: a separate pass on fc_act_rows (a stack block of 256)
+         * took 1.007-1.024x the training step's time (LSTM small, latency; paired) */
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) {
             FC_REAL i = gi[j], f = gf[j], g = gg[j], o = go[j];
@@ -75,23 +88,43 @@ FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrd
     ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
     const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
 {
+    /* pre-activations of r and z, their sigmoids (fc_act_rows), n's pre-activation and tanh,
+     * then h: pass by pass over the block (it is in L1) */
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xr = gx + r * ldg, *xz = xr + H, *xn = xz + H;
-        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H, *hn = hz + H;
-        const FC_REAL *hp = h_prev + r * ldh;
-        FC_REAL *ho = h + r * ldh;
+        FC_REAL *xr = gx + r * ldg, *xz = xr + H;
+        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++) {
+            xr[j] = xr[j] + b_ih[j] + hr_[j] + b_hh[j];
+            xz[j] = xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j];
+        }
+    }
+    if (n == H) {                                    /* r and z side by side: one pass */
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, 2 * H, gx, ldg, NULL, gx, ldg);
+    } else {
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx, ldg, NULL, gx, ldg);
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx + H, ldg, NULL, gx + H, ldg);
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *xr = gx + r * ldg;
+        FC_REAL *xn = gx + r * ldg + 2 * H;
+        const FC_REAL *hn = gh + r * ldg + 2 * H;
         FC_REAL *hs = hn_save ? hn_save + r * ldh : NULL;
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) {
-            FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
-            FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
             FC_REAL hnb = hn[j] + b_hh[2 * H + j];
-            FC_REAL ng = FC_SFX(fc_tanh)(xn[j] + b_ih[2 * H + j] + rg * hnb);
-            FC_REAL hv = hp[j];
-            xr[j] = rg; xz[j] = zg; xn[j] = ng;
-            ho[j] = (FC_C1 - zg) * ng + zg * hv;
+            xn[j] = xn[j] + b_ih[2 * H + j] + xr[j] * hnb;
             if (hs) hs[j] = hnb;
         }
+    }
+    FC_SFX(fc_act_rows)(FC_TANH, rows, n, gx + 2 * H, ldg, NULL, gx + 2 * H, ldg);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *xz = gx + r * ldg + H, *xn = xz + H;
+        const FC_REAL *hp = h_prev + r * ldh;
+        FC_REAL *ho = h + r * ldh;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++)
+            ho[j] = (FC_C1 - xz[j]) * xn[j] + xz[j] * hp[j];
     }
 }
 
@@ -137,15 +170,25 @@ FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, p
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *xr = gx + r * ldg, *xz = xr + H;
-        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H, *hp = h_prev + r * ldh;
-        FC_REAL *rhr = rh + r * ldh;
+        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H;
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) {
-            FC_REAL rg = FC_SFX(fc_sigmoid)(xr[j] + b_ih[j] + hr_[j] + b_hh[j]);
-            FC_REAL zg = FC_SFX(fc_sigmoid)(xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j]);
-            xr[j] = rg; xz[j] = zg;
-            rhr[j] = rg * hp[j];
+            xr[j] = xr[j] + b_ih[j] + hr_[j] + b_hh[j];
+            xz[j] = xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j];
         }
+    }
+    if (n == H) {
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, 2 * H, gx, ldg, NULL, gx, ldg);
+    } else {
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx, ldg, NULL, gx, ldg);
+        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx + H, ldg, NULL, gx + H, ldg);
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *xr = gx + r * ldg, *hp = h_prev + r * ldh;
+        FC_REAL *rhr = rh + r * ldh;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++)
+            rhr[j] = xr[j] * hp[j];
     }
 }
 
@@ -156,16 +199,19 @@ FC_CLONES void FC_SFX(fc_gru1_fwd_b)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, p
     const FC_REAL *h_prev, FC_REAL *h)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xz = gx + r * ldg + H, *xn = xz + H;
-        const FC_REAL *hn = gh + r * ldg + 2 * H, *hp = h_prev + r * ldh;
+        FC_REAL *xn = gx + r * ldg + 2 * H;
+        const FC_REAL *hn = gh + r * ldg + 2 * H;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++)
+            xn[j] = xn[j] + b_ih[2 * H + j] + hn[j] + b_hh[2 * H + j];
+    }
+    FC_SFX(fc_act_rows)(FC_TANH, rows, n, gx + 2 * H, ldg, NULL, gx + 2 * H, ldg);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FC_REAL *xz = gx + r * ldg + H, *xn = xz + H, *hp = h_prev + r * ldh;
         FC_REAL *ho = h + r * ldh;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < n; j++) {
-            FC_REAL zg = xz[j];
-            FC_REAL ng = FC_SFX(fc_tanh)(xn[j] + b_ih[2 * H + j] + hn[j] + b_hh[2 * H + j]);
-            xn[j] = ng;
-            ho[j] = (FC_C1 - zg) * ng + zg * hp[j];
-        }
+        for (ptrdiff_t j = 0; j < n; j++)
+            ho[j] = (FC_C1 - xz[j]) * xn[j] + xz[j] * hp[j];
     }
 }
 
@@ -222,8 +268,7 @@ FC_CLONES void FC_SFX(fc_rnn_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrd
                 gr[j] = v > 0 ? v : (v != v ? v : FC_C(0.0));  /* NaN propagates, like torch */
             }
         } else {
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < n; j++) gr[j] = FC_SFX(fc_tanh)(gr[j] + bias[j]);
+            FC_SFX(fc_act_rows)(FC_TANH, 1, n, gr, 0, bias, gr, 0);
         }
     }
 }
@@ -266,14 +311,12 @@ FC_CLONES void FC_SFX(fc_colsum)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, cons
 }
 
 /* Elementwise activations over a contiguous array, for tests and users of the C API. */
-FC_CLONES void FC_SFX(fc_vsigmoid)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
+void FC_SFX(fc_vsigmoid)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
 {
-#pragma omp simd
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = FC_SFX(fc_sigmoid)(x[j]);
+    FC_SFX(fc_act_rows)(FC_SIGMOID, 1, n, x, 0, NULL, y, 0);
 }
 
-FC_CLONES void FC_SFX(fc_vtanh)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
+void FC_SFX(fc_vtanh)(ptrdiff_t n, const FC_REAL *x, FC_REAL *y)
 {
-#pragma omp simd
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = FC_SFX(fc_tanh)(x[j]);
+    FC_SFX(fc_act_rows)(FC_TANH, 1, n, x, 0, NULL, y, 0);
 }
