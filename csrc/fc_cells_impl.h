@@ -81,15 +81,11 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptr
     }
 }
 
-/* GRU forward (PyTorch, linear before reset), eq. (G1-G4). gx: in = x W_ih^T (no bias);
- * out = r, z, n activated (saved). gh: h W_hh^T (no bias). b_ih, b_hh: (3H,) each.
- * hn_save (rows, H) = h W_hn^T + b_hn, saved for backward, or NULL. h_prev may alias h. */
-FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
-    ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
-    const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
+/* GRU gates r and z (both GRU forms), eq. (G1, G2): gx columns r, z: in = x W_ih^T (no bias),
+ * out = r, z activated; gh columns r, z = h W_h{r,z}^T (no bias). */
+static inline __attribute__((always_inline)) void FC_SFX(fc_gru_rz)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh)
 {
-    /* pre-activations of r and z, their sigmoids (fc_act_rows), n's pre-activation and tanh,
-     * then h: pass by pass over the block (it is in L1) */
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *xr = gx + r * ldg, *xz = xr + H;
         const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H;
@@ -105,6 +101,18 @@ FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrd
         FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx, ldg, NULL, gx, ldg);
         FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx + H, ldg, NULL, gx + H, ldg);
     }
+}
+
+/* GRU forward (PyTorch, linear before reset), eq. (G1-G4). gx: in = x W_ih^T (no bias);
+ * out = r, z, n activated (saved). gh: h W_hh^T (no bias). b_ih, b_hh: (3H,) each.
+ * hn_save (rows, H) = h W_hn^T + b_hn, saved for backward, or NULL. h_prev may alias h. */
+FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
+    ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
+    const FC_REAL *h_prev, FC_REAL *h, FC_REAL *hn_save)
+{
+    /* pre-activations of r and z, their sigmoids (fc_act_rows), n's pre-activation and tanh,
+     * then h: pass by pass over the block (it is in L1) */
+    FC_SFX(fc_gru_rz)(rows, n, H, ldg, gx, gh, b_ih, b_hh);
     for (ptrdiff_t r = 0; r < rows; r++) {
         const FC_REAL *xr = gx + r * ldg;
         FC_REAL *xn = gx + r * ldg + 2 * H;
@@ -168,21 +176,7 @@ FC_CLONES void FC_SFX(fc_gru1_fwd_a)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, p
     ptrdiff_t ldh, FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh,
     const FC_REAL *h_prev, FC_REAL *rh)
 {
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        FC_REAL *xr = gx + r * ldg, *xz = xr + H;
-        const FC_REAL *hr_ = gh + r * ldg, *hz = hr_ + H;
-#pragma omp simd
-        for (ptrdiff_t j = 0; j < n; j++) {
-            xr[j] = xr[j] + b_ih[j] + hr_[j] + b_hh[j];
-            xz[j] = xz[j] + b_ih[H + j] + hz[j] + b_hh[H + j];
-        }
-    }
-    if (n == H) {
-        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, 2 * H, gx, ldg, NULL, gx, ldg);
-    } else {
-        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx, ldg, NULL, gx, ldg);
-        FC_SFX(fc_act_rows)(FC_SIGMOID, rows, n, gx + H, ldg, NULL, gx + H, ldg);
-    }
+    FC_SFX(fc_gru_rz)(rows, n, H, ldg, gx, gh, b_ih, b_hh);
     for (ptrdiff_t r = 0; r < rows; r++) {
         const FC_REAL *xr = gx + r * ldg, *hp = h_prev + r * ldh;
         FC_REAL *rhr = rh + r * ldh;

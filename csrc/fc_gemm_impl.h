@@ -428,57 +428,70 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
  * kp >= K rows per panel (Bp + k_off * FC_NR with kp = the packed row count selects rows
  * k_off .. k_off + K - 1 of a taller packed matrix). C points at column 0 of its rows (row
  * stride ldc); A has row stride lda. */
-#define FC_GEMM_PACKED_BODY(MR)                                                                 \
+#define FC_GEMM_NN_BODY(MR, PACKED)                                                             \
+    int s = !(PACKED) && (ldb * sizeof(FC_REAL)) % 64 == 0                                      \
+        ? (int)(((uintptr_t)B % 64) / sizeof(FC_REAL)) : 0;                                     \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC) {                                               \
         ptrdiff_t kc = K - k0 < FC_KC ? K - k0 : FC_KC;                                         \
         int acc = accumulate || k0 > 0;                                                         \
         for (ptrdiff_t p = n0 / FC_NR; p * FC_NR < n1; p++) {                                   \
             ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
             ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
-            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, Bp + (p * kp + k0) * FC_NR, FC_NR, C + lo, \
-                             ldc, acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),            \
-                             hi < n1 ? Bp + ((p + 1) * kp + k0) * FC_NR : NULL);                \
+            /* packed: panel p's rows k0.. at stride FC_NR; in place: B's rows at stride ldb */ \
+            const FC_REAL *bp = (PACKED) ? B + (p * ldb + k0) * FC_NR : B + k0 * ldb + p * FC_NR; \
+            if (!(PACKED) && M == 1 && lo == p * FC_NR && (p + 2) * FC_NR <= n1) {              \
+                if (s == 0)                                                                     \
+                    FC_SFX(fc_ukr1x2)(kc, A + k0, bp, ldb, C + lo, acc);                        \
+                else                                                                            \
+                    FC_SFX(fc_ukr1x2s)(kc, A + k0, bp, ldb, s, C + lo, acc, k0 == 0 && p == 0,  \
+                                       k0 + kc == K && (p + 2) * FC_NR == ldb);                 \
+                p++;                                                                            \
+                continue;                                                                       \
+            }                                                                                   \
+            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, bp, (PACKED) ? FC_NR : ldb, C + lo, ldc,   \
+                             acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),                 \
+                             (PACKED) && hi < n1 ? B + ((p + 1) * ldb + k0) * FC_NR : NULL);    \
         }                                                                                       \
     }
+#define FC_GEMM_PACKED_BODY(MR) FC_GEMM_NN_BODY(MR, 1)     /* B = Bp, ldb = kp */
 
+/* The per-step GEMMs C[:, n0:n1] (+)= A (M x K) @ B[:, n0:n1] (fc_gemm_packed, fc_gemm_rows):
+ * the body compiled for AVX-512 (MR = 8 rows per tile), AVX2 (3) and the baseline (2), and the
+ * public function, which handles the empty cases and dispatches on the CPU. */
+#define FC_GEMM_NN_PARAMS                                                                       \
+    ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A, ptrdiff_t lda,      \
+    const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc, int accumulate
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-__attribute__((target("arch=x86-64-v4"))) static void
-FC_SFX(fc_gemm_packed_v4)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
-                          ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp, FC_REAL *C,
-                          ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_PACKED_BODY(8)
-}
-
-__attribute__((target("arch=x86-64-v3"))) static void
-FC_SFX(fc_gemm_packed_v3)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
-                          ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp, FC_REAL *C,
-                          ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_PACKED_BODY(3)
-}
-#endif
-
-static void
-FC_SFX(fc_gemm_packed_base)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
-                            const FC_REAL *A, ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp,
-                            FC_REAL *C, ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_PACKED_BODY(2)
-}
-
-void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
-                            const FC_REAL *A, ptrdiff_t lda, const FC_REAL *Bp, ptrdiff_t kp,
-                            FC_REAL *C, ptrdiff_t ldc, int accumulate)
-{
-    if (M <= 0 || n1 <= n0)
-        return;
-    if (K <= 0) {
-        FC_SFX(fc_zero_unless)(accumulate, 0, M, n0, n1, C, ldc);
-        return;
+#define FC_GEMM_NN_ISA(name, BODY)                                                              \
+    __attribute__((target("arch=x86-64-v4"))) static void FC_SFX(name##_v4)(FC_GEMM_NN_PARAMS) \
+    {                                                                                           \
+        BODY(8)                                                                                 \
+    }                                                                                           \
+    __attribute__((target("arch=x86-64-v3"))) static void FC_SFX(name##_v3)(FC_GEMM_NN_PARAMS) \
+    {                                                                                           \
+        BODY(3)                                                                                 \
     }
-    FC_ISA_DISPATCH(fc_gemm_packed, M, n0, n1, K, A, lda, Bp, kp, C, ldc, accumulate);
-}
+#else
+#define FC_GEMM_NN_ISA(name, BODY)
+#endif
+#define FC_GEMM_NN_FUNCS(name, BODY)                                                            \
+    FC_GEMM_NN_ISA(name, BODY)                                                                  \
+    static void FC_SFX(name##_base)(FC_GEMM_NN_PARAMS)                                          \
+    {                                                                                           \
+        BODY(2)                                                                                 \
+    }                                                                                           \
+    void FC_SFX(name)(FC_GEMM_NN_PARAMS)                                                        \
+    {                                                                                           \
+        if (M <= 0 || n1 <= n0)                                                                 \
+            return;                                                                             \
+        if (K <= 0) {                                                                           \
+            FC_SFX(fc_zero_unless)(accumulate, 0, M, n0, n1, C, ldc);                           \
+            return;                                                                             \
+        }                                                                                       \
+        FC_ISA_DISPATCH(name, M, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);                \
+    }
+
+FC_GEMM_NN_FUNCS(fc_gemm_packed, FC_GEMM_PACKED_BODY)      /* B = Bp, ldb = kp (see above) */
 
 /* The same product with B (K x ldb, row-major, all of it readable) read in place instead of
  * packed: the panels are column blocks of B's rows, one row k of a block at stride ldb. For a
@@ -488,71 +501,14 @@ void FC_SFX(fc_gemm_packed)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K
  * up to a multiple of FC_NR must not exceed ldb (the loads read whole panel rows). One row
  * (M = 1) runs two panels at a time (fc_ukr1x2), on aligned loads when B is not 64-byte
  * aligned but its row stride is a multiple of 64 bytes (fc_ukr1x2s). */
-#define FC_GEMM_ROWS_BODY(MR)                                                                   \
-    int s = (ldb * sizeof(FC_REAL)) % 64 == 0                                                   \
-        ? (int)(((uintptr_t)B % 64) / sizeof(FC_REAL)) : 0;                                     \
-    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC) {                                               \
-        ptrdiff_t kc = K - k0 < FC_KC ? K - k0 : FC_KC;                                         \
-        int acc = accumulate || k0 > 0;                                                         \
-        for (ptrdiff_t p = n0 / FC_NR; p * FC_NR < n1; p++) {                                   \
-            ptrdiff_t lo = p * FC_NR > n0 ? p * FC_NR : n0;                                     \
-            ptrdiff_t hi = (p + 1) * FC_NR < n1 ? (p + 1) * FC_NR : n1;                         \
-            if (M == 1 && lo == p * FC_NR && (p + 2) * FC_NR <= n1) {                           \
-                if (s == 0)                                                                     \
-                    FC_SFX(fc_ukr1x2)(kc, A + k0, B + k0 * ldb + p * FC_NR, ldb, C + lo, acc);  \
-                else                                                                            \
-                    FC_SFX(fc_ukr1x2s)(kc, A + k0, B + k0 * ldb + p * FC_NR, ldb, s, C + lo,    \
-                                       acc, k0 == 0 && p == 0, k0 + kc == K                     \
-                                       && (p + 2) * FC_NR == ldb);                              \
-                p++;                                                                            \
-                continue;                                                                       \
-            }                                                                                   \
-            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, B + k0 * ldb + p * FC_NR, ldb, C + lo,     \
-                             ldc, acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR), NULL);     \
-        }                                                                                       \
-    }
+#define FC_GEMM_ROWS_BODY(MR) FC_GEMM_NN_BODY(MR, 0)
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-__attribute__((target("arch=x86-64-v4"))) static void
-FC_SFX(fc_gemm_rows_v4)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
-                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
-                        ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_ROWS_BODY(8)
-}
-
-__attribute__((target("arch=x86-64-v3"))) static void
-FC_SFX(fc_gemm_rows_v3)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A,
-                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
-                        ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_ROWS_BODY(3)
-}
-#endif
-
-static void
-FC_SFX(fc_gemm_rows_base)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
-                          const FC_REAL *A, ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb,
-                          FC_REAL *C, ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_ROWS_BODY(2)
-}
-
-/* C[:, n0:n1] = (accumulate ? C[:, n0:n1] : 0) + A (M x K) @ B[:, n0:n1], B (K x N) row-major
- * with row stride ldb, read in place; see FC_GEMM_ROWS_BODY for the columns it reads. */
-void FC_SFX(fc_gemm_rows)(ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K,
-                          const FC_REAL *A, ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb,
-                          FC_REAL *C, ptrdiff_t ldc, int accumulate)
-{
-    if (M <= 0 || n1 <= n0)
-        return;
-    if (K <= 0) {
-        FC_SFX(fc_zero_unless)(accumulate, 0, M, n0, n1, C, ldc);
-        return;
-    }
-    FC_ISA_DISPATCH(fc_gemm_rows, M, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);
-}
+FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
 #undef FC_GEMM_ROWS_BODY
+#undef FC_GEMM_NN_BODY
+#undef FC_GEMM_NN_FUNCS
+#undef FC_GEMM_NN_ISA
+#undef FC_GEMM_NN_PARAMS
 
 /* ------------------------------------------------------------------ weight gradients, A^T B
  * C[m0:m1, :] (+)= A^T B for A (K x M, row stride lda) and B (K x N, row stride ldb), N a

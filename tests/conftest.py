@@ -253,6 +253,17 @@ def run_concurrently(fn, n):
 
 
 # ------------------------------------------------------------------------------ comparisons
+def misaligned(a, offset):
+    """A copy of ``a`` starting ``offset`` bytes past a 64-byte boundary (kernels that read an
+    input in place must give the same bits at every alignment)."""
+    raw = np.empty(a.size + 64 // a.itemsize, a.dtype)
+    skip = (offset - raw.ctypes.data) % 64 // a.itemsize
+    out = raw[skip:skip + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
 def rel_error(a, b):
     """max |a - b| / max(max |b|, 1); 0 for empty arrays.
 

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import misaligned
+
 from fastcells import _kernels
 
 CASES = [  # M, N, K, n0, n1, k_off, Kp
@@ -111,16 +113,6 @@ ROWS_CASES = [  # M, K, N in panels (32 columns float32, 16 float64), n0, n1 (No
 ]
 
 
-def _misaligned(a, offset):
-    """A copy of ``a`` starting ``offset`` bytes past a 64-byte boundary."""
-    raw = np.empty(a.size + 64 // a.itemsize, a.dtype)
-    skip = (offset - raw.ctypes.data) % 64 // a.itemsize
-    out = raw[skip:skip + a.size].reshape(a.shape)
-    out[...] = a
-    assert out.ctypes.data % 64 == offset
-    return out
-
-
 def _check_rows(dtype, case, accumulate, offset, seed=0):
     M, K, panels, n0, n1 = case
     it = np.dtype(dtype).itemsize
@@ -128,7 +120,7 @@ def _check_rows(dtype, case, accumulate, offset, seed=0):
     n1 = N if n1 is None else (N + n1 if n1 < 0 else n1)
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((M, K)).astype(dtype)
-    Bm = _misaligned(rng.standard_normal((K, N)).astype(dtype), offset)
+    Bm = misaligned(rng.standard_normal((K, N)).astype(dtype), offset)
     C = rng.standard_normal((M, N)).astype(dtype)
     packed = C.copy()
     Bp = np.empty(_kernels.packed_size(K, N, it), dtype)

@@ -20,8 +20,8 @@ returns is the saved workspace plus a little. These tests check
 import numpy as np
 import pytest
 
-from conftest import (assert_results_close, assert_results_equal, make_problem, run_fastcells,
-                      run_reference)
+from conftest import (assert_results_close, assert_results_equal, make_problem, misaligned,
+                      run_fastcells, run_reference)
 
 from fastcells import _api, bench
 
@@ -88,16 +88,6 @@ def test_packing_placement_gives_same_bits(cell, dtype, shape, n_threads, with_l
 IN_PLACE = [(20, 1, 16, 128), (30, 1, 8, 256), (12, 2, 8, 64), (5, 3, 4, 32)]
 
 
-def _misaligned(a, offset):
-    """A copy of ``a`` starting ``offset`` bytes past a 64-byte boundary."""
-    raw = np.empty(a.size + 64 // a.itemsize, a.dtype)
-    skip = (offset - raw.ctypes.data) % 64 // a.itemsize
-    out = raw[skip:skip + a.size].reshape(a.shape)
-    out[...] = a
-    assert out.ctypes.data % 64 == offset
-    return out
-
-
 @pytest.mark.parametrize("shape", IN_PLACE, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("offset", [0, 16, 40])
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -107,7 +97,7 @@ def test_rnn_w_hh_in_place_gives_same_bits(dtype, shape, offset, n_threads):
         pytest.skip("offset not a multiple of the element size")
     assert _api._kernels.packed_size(H, H, np.dtype(dtype).itemsize) > T * B * I
     p = make_problem("rnn_tanh", dtype, T, B, I, H, seed=T + H)
-    p.inputs["w_hh"] = _misaligned(p.inputs["w_hh"], offset)
+    p.inputs["w_hh"] = misaligned(p.inputs["w_hh"], offset)
     w_hh = p.inputs["w_hh"].copy()
     in_place = run_fastcells(p, n_threads)
     _api._ALIAS_PACKED = False
