@@ -148,7 +148,7 @@ static inline FC_REAL FC_SFX(fc_tanh)(FC_REAL x)
 
 /* Rows of activations, the cells' pointwise passes run them gate by gate:
  *     out[r*ldo + j] = act(a[r*lda + j] + b[j])   (b NULL: + 0 omitted), j < n, r < rows,
- * act = sigmoid (kind FC_SIGMOID) or tanh (FC_TANH); out may be a. With AVX-512 (float) the
+ * act = sigmoid (kind FC_SIGMOID) or tanh (FC_TANH); out may be a. With AVX-512 the
  * activations run on the intrinsics below instead of the compiler's vectorization of the scalar
  * functions above: the same reduction and polynomials, with the scaling by 2^n in one vscalefps
  * (it also gives +inf and 0 beyond the range, so no clamping selects), |x| and the sign by bit
@@ -247,12 +247,99 @@ fc_act_rows_v4(int kind, ptrdiff_t rows, ptrdiff_t n, const float *a, ptrdiff_t 
 }
 #endif
 
+#if FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
+/* The float64 versions: the same method with fc_exp's and fc_tanh's double coefficients
+ * (exp: degree 13; tanh's small branch: degree 12 in x^2), clamps at the double range. */
+__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_exp_v4d(__m512d x)
+{
+    __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.44269504088896340736)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(FC_LN2_HI), x);
+    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(FC_LN2_LO), r);
+    static const double c[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                               1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
+                               1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
+    for (int i = 0; i < 13; i++)
+        p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[i]));
+    return _mm512_scalef_pd(p, n);
+}
+
+__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_sigmoid_v4d(__m512d x)
+{
+    __m512d y = _mm512_max_pd(_mm512_set1_pd(-745.0), _mm512_min_pd(_mm512_set1_pd(710.0), x));
+    __m512d e = fc_exp_v4d(_mm512_sub_pd(_mm512_setzero_pd(), y));
+    return _mm512_div_pd(_mm512_set1_pd(1.0), _mm512_add_pd(_mm512_set1_pd(1.0), e));
+}
+
+__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_tanh_v4d(__m512d x)
+{
+    static const double c[] = {-0.00003012677445940982640066603, 0.00009149387098420200198296755,
+        -0.0002369718950727862306975788, 0.0005894360841645430680302974,
+        -0.001455721811612691746189562, 0.003592113263696813630013511,
+        -0.008863234224713069842963819, 0.02186948846188592635446399,
+        -0.05396825396573233166786638, 0.1333333333332887550185742,
+        -0.3333333333333330231114617, 0.9999999999999999996416459};
+    __m512d sign = _mm512_set1_pd(-0.0);
+    __m512d a = _mm512_andnot_pd(sign, x), u = _mm512_mul_pd(x, x);
+    __m512d p = _mm512_set1_pd(0.000006017575850878183721579545);
+    for (int i = 0; i < 12; i++)
+        p = _mm512_fmadd_pd(p, u, _mm512_set1_pd(c[i]));
+    __m512d small = _mm512_mul_pd(x, p);
+    __m512d e = fc_exp_v4d(_mm512_min_pd(_mm512_set1_pd(40.0), _mm512_add_pd(a, a)));
+    __m512d q = _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, _mm512_set1_pd(1.0)));
+    __m512d big = _mm512_sub_pd(_mm512_set1_pd(1.0), q);
+    big = _mm512_or_pd(big, _mm512_and_pd(x, sign));
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, _mm512_set1_pd(0.625), _CMP_LT_OQ),
+                                big, small);
+}
+
+__attribute__((target("arch=x86-64-v4"))) static void
+fc_act_rows_v4d(int kind, ptrdiff_t rows, ptrdiff_t n, const double *a, ptrdiff_t lda,
+                const double *b, double *out, ptrdiff_t ldo)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const double *ar = a + r * lda;
+        double *orow = out + r * ldo;
+        ptrdiff_t j = 0;
+        for (; j + 16 <= n; j += 16) {
+            __m512d v0 = _mm512_loadu_pd(ar + j), v1 = _mm512_loadu_pd(ar + j + 8);
+            if (b != NULL) {
+                v0 = _mm512_add_pd(v0, _mm512_loadu_pd(b + j));
+                v1 = _mm512_add_pd(v1, _mm512_loadu_pd(b + j + 8));
+            }
+            if (kind == FC_SIGMOID) {
+                v0 = fc_sigmoid_v4d(v0);
+                v1 = fc_sigmoid_v4d(v1);
+            } else {
+                v0 = fc_tanh_v4d(v0);
+                v1 = fc_tanh_v4d(v1);
+            }
+            _mm512_storeu_pd(orow + j, v0);
+            _mm512_storeu_pd(orow + j + 8, v1);
+        }
+        for (; j < n; j += 8) {
+            __mmask8 m = n - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - j)) - 1);
+            __m512d v = _mm512_maskz_loadu_pd(m, ar + j);
+            if (b != NULL)
+                v = _mm512_add_pd(v, _mm512_maskz_loadu_pd(m, b + j));
+            v = kind == FC_SIGMOID ? fc_sigmoid_v4d(v) : fc_tanh_v4d(v);
+            _mm512_mask_storeu_pd(orow + j, m, v);
+        }
+    }
+}
+#endif
+
 FC_CLONES void FC_SFX(fc_act_rows)(int kind, ptrdiff_t rows, ptrdiff_t n, const FC_REAL *a,
     ptrdiff_t lda, const FC_REAL *b, FC_REAL *out, ptrdiff_t ldo)
 {
-#if !FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
+#if defined(FC_V4_INTRINSICS)
     if (fc_cpu_level() >= 4) {
+#if FC_IS_DOUBLE
+        fc_act_rows_v4d(kind, rows, n, a, lda, b, out, ldo);
+#else
         fc_act_rows_v4(kind, rows, n, a, lda, b, out, ldo);
+#endif
         return;
     }
 #endif

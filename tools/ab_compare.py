@@ -37,6 +37,7 @@ def main():
     p.add_argument("--a", default="", help="snippet run before each call of variant A")
     p.add_argument("--b", default="", help="snippet run before each call of variant B")
     p.add_argument("--old-so", default=None, help="variant A uses this compiled _kernels")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = p.parse_args()
     bench.keep_freed_memory()
     scope = dict(fc=fc, _api=_api, _kernels=_kernels, layers=layers, os=os)
@@ -58,7 +59,7 @@ def main():
         threads = int(parts[3]) if len(parts) > 3 else 2
         B, T, I, H = (bench.SHAPES[shape] if shape in bench.SHAPES
                       else (int(v) for v in shape.split("x")))
-        f = bench.step_fn(fc, cell, bench.make_problem(cell, B, T, I, H, np.float32), mode,
+        f = bench.step_fn(fc, cell, bench.make_problem(cell, B, T, I, H, np.dtype(args.dtype)), mode,
                           threads)
         times = {"A": [], "B": []}
         for v in times:                      # warm both up
