@@ -357,6 +357,16 @@ cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const
         colsum(rows, c1 - c0, ld, a + c0, out + c0, accumulate)
 
 
+cdef inline void copy_part(int part, int parts, idx n, const floating *src, floating *dst,
+                           idx limit) noexcept nogil:
+    """The columns [0, limit) of colsum_part(part, parts, ., n, ...)'s slice: src -> dst."""
+    cdef idx c0 = slice_start(n, parts, part), c1 = slice_start(n, parts, part + 1)
+    if c1 > limit:
+        c1 = limit
+    if c1 > c0:
+        memcpy(dst + c0, src + c0, (c1 - c0) * sizeof(floating))
+
+
 cdef inline int thread_block(int tid, int nthr, int n_rows, int n_cols, idx B, idx H,
                              idx *b0, idx *b1, idx *j0, idx *j1) noexcept nogil:
     """This thread's block of the time loop: batch rows [b0, b1) x hidden units [j0, j1).
@@ -835,14 +845,17 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
             # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
             tn_part(tid, nthr, H, H, T * B, gates + 2 * H, G, hn, H, 0,
                      dw_hh + 2 * H * H, H)
+        # db_ih = colsum dG_x. db_hh's r and z parts are the same sums (and, classic, its n
+        # part too): copied from the columns of db_ih this thread summed, not summed again
         if db_ih != NULL:
             colsum_part(tid, nthr, T * B, G, G, gates, db_ih)
         if db_hh != NULL:
-            colsum_part(tid, nthr, T * B, 2 * H, G, gates, db_hh)
+            if db_ih != NULL:
+                copy_part(tid, nthr, G, db_ih, db_hh, 2 * H if reset_after else G)
+            else:
+                colsum_part(tid, nthr, T * B, 2 * H if reset_after else G, G, gates, db_hh)
             if reset_after:
                 colsum_part(tid, nthr, T * B, H, H, hn, db_hh + 2 * H)
-            else:
-                colsum_part(tid, nthr, T * B, H, G, gates + 2 * H, db_hh + 2 * H)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
