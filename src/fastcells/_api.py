@@ -433,9 +433,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
                               set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
-    ws = Workspace._new("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
-                   dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
-                        w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
+    ws = Workspace._new("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None,
+                        b_hh is not None,
+                        dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
+                             w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
     return y, h_n, c_n, ws
 
 
@@ -551,9 +552,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
                              set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace._new("gru", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
-                   dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
-                        lengths=lengths), reset_after=reset_after)
+    ws = Workspace._new("gru", dtype, T, B, I, H, nt_requested, b_ih is not None,
+                        b_hh is not None,
+                        dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
+                             lengths=lengths), reset_after=reset_after)
     return y, h_n, ws
 
 
@@ -626,14 +628,15 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), _flat(hbuf),
                              x.reshape(-1), h0.reshape(-1), w_ih.reshape(-1),
                              w_hh.reshape(-1), _pack_buffer(H, H, dtype),
-                             None if training else _pack_buffer(I, H, dtype), bias, lengths, T, B, I,
-                             H, relu, nt, n_rows,
-                             n_cols, set_threads_local_address())
+                             None if training else _pack_buffer(I, H, dtype), bias, lengths,
+                             T, B, I, H, relu, nt, n_rows, n_cols,
+                             set_threads_local_address())
     if not training:
         return y, h_n, None
-    ws = Workspace._new("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None, b_hh is not None,
-                   dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
-                   nonlinearity=nonlinearity)
+    ws = Workspace._new("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None,
+                        b_hh is not None,
+                        dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
+                        nonlinearity=nonlinearity)
     return y, h_n, ws
 
 
@@ -655,8 +658,9 @@ def rnn_backward(dy, dh_n, ws):
     # GEMM reads W_hh in place (w_pack None: the same bits as packed), and the top chunk's dG
     # scratch goes into dx's first rows where they are below that chunk's own rows of dx: the
     # kernel writes them only after that chunk (RNN batch 1 at the latency shape: 2.66x the
-    # minimal workspace with a packed copy and a scratch, 1.06x so; training took 0.96-0.99x
-    # the time with W_hh 64-byte aligned, 1.06-1.09x misaligned, paired).
+    # minimal workspace with a packed copy and a scratch, 1.12x so, ~7 KB of which is the fixed
+    # cost of a call; training took 0.96-0.99x the time with W_hh 64-byte aligned, 1.06-1.09x
+    # misaligned, paired).
     n_pack = _kernels.packed_size(H, H, dtype.itemsize)
     chunk = _kernels.rnn_backward_chunk(T, B)
     top = min(chunk, T)
