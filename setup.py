@@ -22,7 +22,8 @@ PUBLIC_HEADERS = ["fastcells.h", "fc_cells.h"]
 def compile_flags():
     if sys.platform == "win32":
         return ["/O2", "/openmp"], []
-    cflags = ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+    cflags = ["-O3", "-fno-math-errno", "-Wno-unused-function",
+              "-Werror=implicit-function-declaration"]
     lflags = []
     if not os.environ.get("FASTCELLS_NO_OPENMP"):
         openmp = ["-Xpreprocessor", "-fopenmp"] if sys.platform == "darwin" else ["-fopenmp"]

@@ -160,174 +160,129 @@ static inline FC_REAL FC_SFX(fc_tanh)(FC_REAL x)
 #define FC_TANH 1
 #endif
 
-#if !FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
-/* exp(x) for x in [-104, 89] or NaN (callers clamp): x = n ln2 + r, |r| <= ln2/2 (Cody-Waite,
- * two parts), exp(r) by the degree-7 Taylor polynomial of fc_exp, times 2^n by vscalefps
- * (exact; +inf past FLT_MAX, denormal or 0 below the normal range). */
-__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_exp_v4(__m512 x)
+#if defined(FC_V4_INTRINSICS)
+/* One source for both types: FC_V(op) is the _ps / _pd intrinsic, FC_L the lanes of a vector. */
+#if FC_IS_DOUBLE
+typedef __m512d FC_SFX(fc_v4);
+typedef __mmask8 FC_SFX(fc_v4mask);
+#define FC_V(op) _mm512_##op##_pd
+#define FC_VLT(a, b) _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ)
+#define FC_L 8
+#define FC_EXP_ARG_HI 710.0      /* exp = +inf from here (ln(DBL_MAX) = 709.78) */
+#define FC_EXP_ARG_LO (-745.0)   /* exp = 0 (below the smallest denormal) */
+#define FC_TANH_ARG_HI 40.0      /* 2|x| from which tanh rounds to +-1 (19.1 would do) */
+/* fc_exp's Taylor coefficients 1/13! .. 1/1!, 1 and fc_tanh's Chebyshev ones, highest first */
+static const double FC_SFX(fc_v4_exp_c)[] = {1.0 / 6227020800.0, 1.0 / 479001600.0,
+    1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0,
+    1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+static const double FC_SFX(fc_v4_tanh_c)[] = {0.000006017575850878183721579545,
+    -0.00003012677445940982640066603, 0.00009149387098420200198296755,
+    -0.0002369718950727862306975788, 0.0005894360841645430680302974,
+    -0.001455721811612691746189562, 0.003592113263696813630013511,
+    -0.008863234224713069842963819, 0.02186948846188592635446399,
+    -0.05396825396573233166786638, 0.1333333333332887550185742,
+    -0.3333333333333330231114617, 0.9999999999999999996416459};
+#else
+typedef __m512 FC_SFX(fc_v4);
+typedef __mmask16 FC_SFX(fc_v4mask);
+#define FC_V(op) _mm512_##op##_ps
+#define FC_VLT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+#define FC_L 16
+#define FC_EXP_ARG_HI 89.0f
+#define FC_EXP_ARG_LO (-104.0f)
+#define FC_TANH_ARG_HI 20.0f
+static const float FC_SFX(fc_v4_exp_c)[] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f,
+    1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+static const float FC_SFX(fc_v4_tanh_c)[] = {-0.00565713518438f, 0.0205881914546f,
+    -0.0537201076566f, 0.133311140557f, -0.333332598629f, 0.999999996023f};
+#endif
+#define FC_NC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* exp(x) for x in [FC_EXP_ARG_LO, FC_EXP_ARG_HI] or NaN (callers clamp): x = n ln2 + r,
+ * |r| <= ln2/2 (Cody-Waite, two parts), exp(r) by fc_exp's Taylor polynomial, times 2^n by
+ * vscalef (exact; +inf past the largest finite value, denormal or 0 below the normal range). */
+__attribute__((target("arch=x86-64-v4"))) static inline FC_SFX(fc_v4)
+FC_SFX(fc_exp_v4)(FC_SFX(fc_v4) x)
 {
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896340736f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FC_LN2_HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FC_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    FC_SFX(fc_v4) n = FC_V(roundscale)(FC_V(mul)(x, FC_V(set1)(FC_C(1.44269504088896340736))),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    FC_SFX(fc_v4) r = FC_V(fnmadd)(n, FC_V(set1)(FC_LN2_HI), x);
+    r = FC_V(fnmadd)(n, FC_V(set1)(FC_LN2_LO), r);
+    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_v4_exp_c)[0]);
+    for (int i = 1; i < FC_NC(FC_SFX(fc_v4_exp_c)); i++)
+        p = FC_V(fmadd)(p, r, FC_V(set1)(FC_SFX(fc_v4_exp_c)[i]));
+    return FC_V(scalef)(p, n);
 }
 
-/* sigmoid = 1 / (1 + exp(-x)). vmaxps/vminps return their second operand when either is NaN,
- * so NaN passes the clamp; x < -88.72 gives exp = +inf and sigmoid +0, as fc_sigmoid. */
-__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_sigmoid_v4(__m512 x)
+/* sigmoid = 1 / (1 + exp(-x)). vmax/vmin return their second operand when either is NaN, so
+ * NaN passes the clamp; below -ln(MAX) exp = +inf and sigmoid is +0, as fc_sigmoid. */
+__attribute__((target("arch=x86-64-v4"))) static inline FC_SFX(fc_v4)
+FC_SFX(fc_sigmoid_v4)(FC_SFX(fc_v4) x)
 {
-    __m512 y = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
-    __m512 e = fc_exp_v4(_mm512_sub_ps(_mm512_setzero_ps(), y));
-    return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    FC_SFX(fc_v4) z = FC_V(sub)(FC_V(setzero)(), x);
+    z = FC_V(max)(FC_V(set1)(FC_EXP_ARG_LO), FC_V(min)(FC_V(set1)(FC_EXP_ARG_HI), z));
+    FC_SFX(fc_v4) e = FC_SFX(fc_exp_v4)(z);
+    return FC_V(div)(FC_V(set1)(FC_C(1.0)), FC_V(add)(FC_V(set1)(FC_C(1.0)), e));
 }
 
 /* tanh as fc_tanh: x P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (exp(2|x|) + 1)), 2|x|
- * clamped at 20 (tanh = 1 in float from 9.1 on). */
-__attribute__((target("arch=x86-64-v4"))) static inline __m512 fc_tanh_v4(__m512 x)
+ * clamped where tanh rounds to 1. */
+__attribute__((target("arch=x86-64-v4"))) static inline FC_SFX(fc_v4)
+FC_SFX(fc_tanh_v4)(FC_SFX(fc_v4) x)
 {
-    __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 a = _mm512_andnot_ps(sign, x), u = _mm512_mul_ps(x, x);
-    __m512 p = _mm512_set1_ps(-0.00565713518438f);
-    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.0205881914546f));
-    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-0.0537201076566f));
-    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.133311140557f));
-    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-0.333332598629f));
-    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(0.999999996023f));
-    __m512 small = _mm512_mul_ps(x, p);                          /* keeps the sign of +-0 */
-    __m512 e = fc_exp_v4(_mm512_min_ps(_mm512_set1_ps(20.0f), _mm512_add_ps(a, a)));
-    __m512 q = _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
-    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f), q);
-    big = _mm512_or_ps(big, _mm512_and_ps(x, sign));             /* NaN stays NaN */
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
-                                big, small);
+    FC_SFX(fc_v4) sign = FC_V(set1)(FC_C(-0.0));
+    FC_SFX(fc_v4) a = FC_V(andnot)(sign, x), u = FC_V(mul)(x, x);
+    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_v4_tanh_c)[0]);
+    for (int i = 1; i < FC_NC(FC_SFX(fc_v4_tanh_c)); i++)
+        p = FC_V(fmadd)(p, u, FC_V(set1)(FC_SFX(fc_v4_tanh_c)[i]));
+    FC_SFX(fc_v4) small = FC_V(mul)(x, p);                       /* keeps the sign of +-0 */
+    FC_SFX(fc_v4) e = FC_SFX(fc_exp_v4)(FC_V(min)(FC_V(set1)(FC_TANH_ARG_HI), FC_V(add)(a, a)));
+    FC_SFX(fc_v4) q = FC_V(div)(FC_V(set1)(FC_C(2.0)), FC_V(add)(e, FC_V(set1)(FC_C(1.0))));
+    FC_SFX(fc_v4) big = FC_V(sub)(FC_V(set1)(FC_C(1.0)), q);
+    big = FC_V(or)(big, FC_V(and)(x, sign));                     /* NaN stays NaN */
+    return FC_V(mask_blend)(FC_VLT(a, FC_V(set1)(FC_C(0.625))), big, small);
+}
+
+__attribute__((target("arch=x86-64-v4"))) static inline FC_SFX(fc_v4)
+FC_SFX(fc_act_v4)(int kind, FC_SFX(fc_v4) v)
+{
+    return kind == FC_SIGMOID ? FC_SFX(fc_sigmoid_v4)(v) : FC_SFX(fc_tanh_v4)(v);
 }
 
 __attribute__((target("arch=x86-64-v4"))) static void
-fc_act_rows_v4(int kind, ptrdiff_t rows, ptrdiff_t n, const float *a, ptrdiff_t lda,
-               const float *b, float *out, ptrdiff_t ldo)
+FC_SFX(fc_act_rows_v4)(int kind, ptrdiff_t rows, ptrdiff_t n, const FC_REAL *a, ptrdiff_t lda,
+                       const FC_REAL *b, FC_REAL *out, ptrdiff_t ldo)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
-        const float *ar = a + r * lda;
-        float *orow = out + r * ldo;
+        const FC_REAL *ar = a + r * lda;
+        FC_REAL *orow = out + r * ldo;
         ptrdiff_t j = 0;
-        for (; j + 32 <= n; j += 32) {      /* two independent chains: 1.08x over one */
-            __m512 v0 = _mm512_loadu_ps(ar + j), v1 = _mm512_loadu_ps(ar + j + 16);
+        for (; j + 2 * FC_L <= n; j += 2 * FC_L) {  /* two independent chains: 1.08x over one */
+            FC_SFX(fc_v4) v0 = FC_V(loadu)(ar + j), v1 = FC_V(loadu)(ar + j + FC_L);
             if (b != NULL) {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(b + j));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(b + j + 16));
+                v0 = FC_V(add)(v0, FC_V(loadu)(b + j));
+                v1 = FC_V(add)(v1, FC_V(loadu)(b + j + FC_L));
             }
-            if (kind == FC_SIGMOID) {
-                v0 = fc_sigmoid_v4(v0);
-                v1 = fc_sigmoid_v4(v1);
-            } else {
-                v0 = fc_tanh_v4(v0);
-                v1 = fc_tanh_v4(v1);
-            }
-            _mm512_storeu_ps(orow + j, v0);
-            _mm512_storeu_ps(orow + j + 16, v1);
+            FC_V(storeu)(orow + j, FC_SFX(fc_act_v4)(kind, v0));
+            FC_V(storeu)(orow + j + FC_L, FC_SFX(fc_act_v4)(kind, v1));
         }
-        for (; j < n; j += 16) {
-            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-            __m512 v = _mm512_maskz_loadu_ps(m, ar + j);
+        for (; j < n; j += FC_L) {
+            FC_SFX(fc_v4mask) m = (FC_SFX(fc_v4mask))(n - j >= FC_L ? (1u << FC_L) - 1
+                                                                  : (1u << (n - j)) - 1);
+            FC_SFX(fc_v4) v = FC_V(maskz_loadu)(m, ar + j);
             if (b != NULL)
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b + j));
-            v = kind == FC_SIGMOID ? fc_sigmoid_v4(v) : fc_tanh_v4(v);
-            _mm512_mask_storeu_ps(orow + j, m, v);
+                v = FC_V(add)(v, FC_V(maskz_loadu)(m, b + j));
+            FC_V(mask_storeu)(orow + j, m, FC_SFX(fc_act_v4)(kind, v));
         }
     }
 }
-#endif
-
-#if FC_IS_DOUBLE && defined(FC_V4_INTRINSICS)
-/* The float64 versions: the same method with fc_exp's and fc_tanh's double coefficients
- * (exp: degree 13; tanh's small branch: degree 12 in x^2), clamps at the double range. */
-__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_exp_v4d(__m512d x)
-{
-    __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.44269504088896340736)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(FC_LN2_HI), x);
-    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(FC_LN2_LO), r);
-    static const double c[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                               1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
-                               1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
-    __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
-    for (int i = 0; i < 13; i++)
-        p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[i]));
-    return _mm512_scalef_pd(p, n);
-}
-
-__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_sigmoid_v4d(__m512d x)
-{
-    __m512d y = _mm512_max_pd(_mm512_set1_pd(-745.0), _mm512_min_pd(_mm512_set1_pd(710.0), x));
-    __m512d e = fc_exp_v4d(_mm512_sub_pd(_mm512_setzero_pd(), y));
-    return _mm512_div_pd(_mm512_set1_pd(1.0), _mm512_add_pd(_mm512_set1_pd(1.0), e));
-}
-
-__attribute__((target("arch=x86-64-v4"))) static inline __m512d fc_tanh_v4d(__m512d x)
-{
-    static const double c[] = {-0.00003012677445940982640066603, 0.00009149387098420200198296755,
-        -0.0002369718950727862306975788, 0.0005894360841645430680302974,
-        -0.001455721811612691746189562, 0.003592113263696813630013511,
-        -0.008863234224713069842963819, 0.02186948846188592635446399,
-        -0.05396825396573233166786638, 0.1333333333332887550185742,
-        -0.3333333333333330231114617, 0.9999999999999999996416459};
-    __m512d sign = _mm512_set1_pd(-0.0);
-    __m512d a = _mm512_andnot_pd(sign, x), u = _mm512_mul_pd(x, x);
-    __m512d p = _mm512_set1_pd(0.000006017575850878183721579545);
-    for (int i = 0; i < 12; i++)
-        p = _mm512_fmadd_pd(p, u, _mm512_set1_pd(c[i]));
-    __m512d small = _mm512_mul_pd(x, p);
-    __m512d e = fc_exp_v4d(_mm512_min_pd(_mm512_set1_pd(40.0), _mm512_add_pd(a, a)));
-    __m512d q = _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, _mm512_set1_pd(1.0)));
-    __m512d big = _mm512_sub_pd(_mm512_set1_pd(1.0), q);
-    big = _mm512_or_pd(big, _mm512_and_pd(x, sign));
-    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, _mm512_set1_pd(0.625), _CMP_LT_OQ),
-                                big, small);
-}
-
-__attribute__((target("arch=x86-64-v4"))) static void
-fc_act_rows_v4d(int kind, ptrdiff_t rows, ptrdiff_t n, const double *a, ptrdiff_t lda,
-                const double *b, double *out, ptrdiff_t ldo)
-{
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        const double *ar = a + r * lda;
-        double *orow = out + r * ldo;
-        ptrdiff_t j = 0;
-        for (; j + 16 <= n; j += 16) {
-            __m512d v0 = _mm512_loadu_pd(ar + j), v1 = _mm512_loadu_pd(ar + j + 8);
-            if (b != NULL) {
-                v0 = _mm512_add_pd(v0, _mm512_loadu_pd(b + j));
-                v1 = _mm512_add_pd(v1, _mm512_loadu_pd(b + j + 8));
-            }
-            if (kind == FC_SIGMOID) {
-                v0 = fc_sigmoid_v4d(v0);
-                v1 = fc_sigmoid_v4d(v1);
-            } else {
-                v0 = fc_tanh_v4d(v0);
-                v1 = fc_tanh_v4d(v1);
-            }
-            _mm512_storeu_pd(orow + j, v0);
-            _mm512_storeu_pd(orow + j + 8, v1);
-        }
-        for (; j < n; j += 8) {
-            __mmask8 m = n - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - j)) - 1);
-            __m512d v = _mm512_maskz_loadu_pd(m, ar + j);
-            if (b != NULL)
-                v = _mm512_add_pd(v, _mm512_maskz_loadu_pd(m, b + j));
-            v = kind == FC_SIGMOID ? fc_sigmoid_v4d(v) : fc_tanh_v4d(v);
-            _mm512_mask_storeu_pd(orow + j, m, v);
-        }
-    }
-}
+#undef FC_V
+#undef FC_VLT
+#undef FC_L
+#undef FC_NC
+#undef FC_EXP_ARG_HI
+#undef FC_EXP_ARG_LO
+#undef FC_TANH_ARG_HI
 #endif
 
 FC_CLONES void FC_SFX(fc_act_rows)(int kind, ptrdiff_t rows, ptrdiff_t n, const FC_REAL *a,
@@ -335,11 +290,7 @@ FC_CLONES void FC_SFX(fc_act_rows)(int kind, ptrdiff_t rows, ptrdiff_t n, const 
 {
 #if defined(FC_V4_INTRINSICS)
     if (fc_cpu_level() >= 4) {
-#if FC_IS_DOUBLE
-        fc_act_rows_v4d(kind, rows, n, a, lda, b, out, ldo);
-#else
-        fc_act_rows_v4(kind, rows, n, a, lda, b, out, ldo);
-#endif
+        FC_SFX(fc_act_rows_v4)(kind, rows, n, a, lda, b, out, ldo);
         return;
     }
 #endif
