@@ -60,6 +60,28 @@ typedef uint32_t FC_SFX(fc_bits);
 #define FC_C(x) ((FC_REAL)(x))
 #endif
 
+/* The polynomials' coefficients, highest degree first, shared by the scalar functions below
+ * and the AVX-512 ones: exp(r) on |r| <= ln2/2 by its Taylor polynomial (1/13! .. 1/1!, 1 in
+ * double; 1/7! .. 1 in float); tanh(s)/s in u = s^2 on |s| < 0.625 (tools/gen_tanh_coeffs.py). */
+#if FC_IS_DOUBLE
+static const double FC_SFX(fc_exp_c)[] = {1.0 / 6227020800.0, 1.0 / 479001600.0,
+    1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0,
+    1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+static const double FC_SFX(fc_tanh_c)[] = {0.000006017575850878183721579545,
+    -0.00003012677445940982640066603, 0.00009149387098420200198296755,
+    -0.0002369718950727862306975788, 0.0005894360841645430680302974,
+    -0.001455721811612691746189562, 0.003592113263696813630013511,
+    -0.008863234224713069842963819, 0.02186948846188592635446399,
+    -0.05396825396573233166786638, 0.1333333333332887550185742,
+    -0.3333333333333330231114617, 0.9999999999999999996416459};
+#else
+static const float FC_SFX(fc_exp_c)[] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f,
+    1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+static const float FC_SFX(fc_tanh_c)[] = {-0.00565713518438f, 0.0205881914546f,
+    -0.0537201076566f, 0.133311140557f, -0.333332598629f, 0.999999996023f};
+#endif
+#define FC_NC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 static inline FC_REAL FC_SFX(fc_exp)(FC_REAL x)
 {
     /* Clamp with comparisons (not fmin/fmax) so NaN passes through unchanged. */
@@ -78,31 +100,9 @@ static inline FC_REAL FC_SFX(fc_exp)(FC_REAL x)
     scale_bits = (FC_SFX(fc_bits))(kbits - magic_bits + (FC_SFX(fc_bits))(FC_EXP_BIAS - 1))
                  << FC_MANT_BITS;
     memcpy(&scale, &scale_bits, sizeof scale);
-#if FC_IS_DOUBLE
-    FC_REAL p = FC_C(1.0 / 6227020800.0);                   /* 1/13! */
-    p = p * r + FC_C(1.0 / 479001600.0);
-    p = p * r + FC_C(1.0 / 39916800.0);
-    p = p * r + FC_C(1.0 / 3628800.0);
-    p = p * r + FC_C(1.0 / 362880.0);
-    p = p * r + FC_C(1.0 / 40320.0);
-    p = p * r + FC_C(1.0 / 5040.0);
-    p = p * r + FC_C(1.0 / 720.0);
-    p = p * r + FC_C(1.0 / 120.0);
-    p = p * r + FC_C(1.0 / 24.0);
-    p = p * r + FC_C(1.0 / 6.0);
-    p = p * r + FC_C(0.5);
-    p = p * r + FC_C(1.0);
-    p = p * r + FC_C(1.0);
-#else
-    FC_REAL p = FC_C(1.0 / 5040.0);                         /* 1/7! */
-    p = p * r + FC_C(1.0 / 720.0);
-    p = p * r + FC_C(1.0 / 120.0);
-    p = p * r + FC_C(1.0 / 24.0);
-    p = p * r + FC_C(1.0 / 6.0);
-    p = p * r + FC_C(0.5);
-    p = p * r + FC_C(1.0);
-    p = p * r + FC_C(1.0);
-#endif
+    FC_REAL p = FC_SFX(fc_exp_c)[0];
+    for (int i = 1; i < FC_NC(FC_SFX(fc_exp_c)); i++)
+        p = p * r + FC_SFX(fc_exp_c)[i];
     FC_REAL res = (p * scale) * FC_C(2.0);
     res = x > FC_C(FC_EXP_HI) ? (FC_REAL)HUGE_VAL : res;
     res = x < FC_C(FC_EXP_LO) ? FC_C(0.0) : res;
@@ -118,28 +118,9 @@ static inline FC_REAL FC_SFX(fc_tanh)(FC_REAL x)
 {
     FC_REAL a = x < FC_C(0.0) ? -x : x;                     /* |x|, NaN stays NaN */
     FC_REAL u = x * x;
-#if FC_IS_DOUBLE
-    FC_REAL p = FC_C(0.000006017575850878183721579545);
-    p = p * u - FC_C(0.00003012677445940982640066603);
-    p = p * u + FC_C(0.00009149387098420200198296755);
-    p = p * u - FC_C(0.0002369718950727862306975788);
-    p = p * u + FC_C(0.0005894360841645430680302974);
-    p = p * u - FC_C(0.001455721811612691746189562);
-    p = p * u + FC_C(0.003592113263696813630013511);
-    p = p * u - FC_C(0.008863234224713069842963819);
-    p = p * u + FC_C(0.02186948846188592635446399);
-    p = p * u - FC_C(0.05396825396573233166786638);
-    p = p * u + FC_C(0.1333333333332887550185742);
-    p = p * u - FC_C(0.3333333333333330231114617);
-    p = p * u + FC_C(0.9999999999999999996416459);
-#else
-    FC_REAL p = FC_C(-0.00565713518438);
-    p = p * u + FC_C(0.0205881914546);
-    p = p * u - FC_C(0.0537201076566);
-    p = p * u + FC_C(0.133311140557);
-    p = p * u - FC_C(0.333332598629);
-    p = p * u + FC_C(0.999999996023);
-#endif
+    FC_REAL p = FC_SFX(fc_tanh_c)[0];
+    for (int i = 1; i < FC_NC(FC_SFX(fc_tanh_c)); i++)
+        p = p * u + FC_SFX(fc_tanh_c)[i];
     FC_REAL small = x * p;                                  /* keeps the sign of +-0 */
     FC_REAL big = FC_C(1.0) - FC_C(2.0) / (FC_SFX(fc_exp)(FC_C(2.0) * a) + FC_C(1.0));
     big = x < FC_C(0.0) ? -big : big;                        /* NaN: big is NaN already */
@@ -171,17 +152,6 @@ typedef __mmask8 FC_SFX(fc_v4mask);
 #define FC_EXP_ARG_HI 710.0      /* exp = +inf from here (ln(DBL_MAX) = 709.78) */
 #define FC_EXP_ARG_LO (-745.0)   /* exp = 0 (below the smallest denormal) */
 #define FC_TANH_ARG_HI 40.0      /* 2|x| from which tanh rounds to +-1 (19.1 would do) */
-/* fc_exp's Taylor coefficients 1/13! .. 1/1!, 1 and fc_tanh's Chebyshev ones, highest first */
-static const double FC_SFX(fc_v4_exp_c)[] = {1.0 / 6227020800.0, 1.0 / 479001600.0,
-    1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0,
-    1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
-static const double FC_SFX(fc_v4_tanh_c)[] = {0.000006017575850878183721579545,
-    -0.00003012677445940982640066603, 0.00009149387098420200198296755,
-    -0.0002369718950727862306975788, 0.0005894360841645430680302974,
-    -0.001455721811612691746189562, 0.003592113263696813630013511,
-    -0.008863234224713069842963819, 0.02186948846188592635446399,
-    -0.05396825396573233166786638, 0.1333333333332887550185742,
-    -0.3333333333333330231114617, 0.9999999999999999996416459};
 #else
 typedef __m512 FC_SFX(fc_v4);
 typedef __mmask16 FC_SFX(fc_v4mask);
@@ -191,12 +161,7 @@ typedef __mmask16 FC_SFX(fc_v4mask);
 #define FC_EXP_ARG_HI 89.0f
 #define FC_EXP_ARG_LO (-104.0f)
 #define FC_TANH_ARG_HI 20.0f
-static const float FC_SFX(fc_v4_exp_c)[] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f,
-    1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-static const float FC_SFX(fc_v4_tanh_c)[] = {-0.00565713518438f, 0.0205881914546f,
-    -0.0537201076566f, 0.133311140557f, -0.333332598629f, 0.999999996023f};
 #endif
-#define FC_NC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* exp(x) for x in [FC_EXP_ARG_LO, FC_EXP_ARG_HI] or NaN (callers clamp): x = n ln2 + r,
  * |r| <= ln2/2 (Cody-Waite, two parts), exp(r) by fc_exp's Taylor polynomial, times 2^n by
@@ -208,9 +173,9 @@ FC_SFX(fc_exp_v4)(FC_SFX(fc_v4) x)
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     FC_SFX(fc_v4) r = FC_V(fnmadd)(n, FC_V(set1)(FC_LN2_HI), x);
     r = FC_V(fnmadd)(n, FC_V(set1)(FC_LN2_LO), r);
-    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_v4_exp_c)[0]);
-    for (int i = 1; i < FC_NC(FC_SFX(fc_v4_exp_c)); i++)
-        p = FC_V(fmadd)(p, r, FC_V(set1)(FC_SFX(fc_v4_exp_c)[i]));
+    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_exp_c)[0]);
+    for (int i = 1; i < FC_NC(FC_SFX(fc_exp_c)); i++)
+        p = FC_V(fmadd)(p, r, FC_V(set1)(FC_SFX(fc_exp_c)[i]));
     return FC_V(scalef)(p, n);
 }
 
@@ -232,9 +197,9 @@ FC_SFX(fc_tanh_v4)(FC_SFX(fc_v4) x)
 {
     FC_SFX(fc_v4) sign = FC_V(set1)(FC_C(-0.0));
     FC_SFX(fc_v4) a = FC_V(andnot)(sign, x), u = FC_V(mul)(x, x);
-    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_v4_tanh_c)[0]);
-    for (int i = 1; i < FC_NC(FC_SFX(fc_v4_tanh_c)); i++)
-        p = FC_V(fmadd)(p, u, FC_V(set1)(FC_SFX(fc_v4_tanh_c)[i]));
+    FC_SFX(fc_v4) p = FC_V(set1)(FC_SFX(fc_tanh_c)[0]);
+    for (int i = 1; i < FC_NC(FC_SFX(fc_tanh_c)); i++)
+        p = FC_V(fmadd)(p, u, FC_V(set1)(FC_SFX(fc_tanh_c)[i]));
     FC_SFX(fc_v4) small = FC_V(mul)(x, p);                       /* keeps the sign of +-0 */
     FC_SFX(fc_v4) e = FC_SFX(fc_exp_v4)(FC_V(min)(FC_V(set1)(FC_TANH_ARG_HI), FC_V(add)(a, a)));
     FC_SFX(fc_v4) q = FC_V(div)(FC_V(set1)(FC_C(2.0)), FC_V(add)(e, FC_V(set1)(FC_C(1.0))));
@@ -279,7 +244,6 @@ FC_SFX(fc_act_rows_v4)(int kind, ptrdiff_t rows, ptrdiff_t n, const FC_REAL *a, 
 #undef FC_V
 #undef FC_VLT
 #undef FC_L
-#undef FC_NC
 #undef FC_EXP_ARG_HI
 #undef FC_EXP_ARG_LO
 #undef FC_TANH_ARG_HI
@@ -313,6 +277,7 @@ FC_CLONES void FC_SFX(fc_act_rows)(int kind, ptrdiff_t rows, ptrdiff_t n, const 
     }
 }
 
+#undef FC_NC
 #undef FC_MANT_BITS
 #undef FC_EXP_BIAS
 #undef FC_MAGIC
