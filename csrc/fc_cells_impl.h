@@ -83,8 +83,9 @@ FC_CLONES void FC_SFX(fc_lstm_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptr
 
 /* GRU gates r and z (both GRU forms), eq. (G1, G2): gx columns r, z: in = x W_ih^T (no bias),
  * out = r, z activated; gh columns r, z = h W_h{r,z}^T (no bias). */
-static inline __attribute__((always_inline)) void FC_SFX(fc_gru_rz)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
-    FC_REAL *gx, const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh)
+static inline __attribute__((always_inline)) void
+FC_SFX(fc_gru_rz)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, FC_REAL *gx,
+                  const FC_REAL *gh, const FC_REAL *b_ih, const FC_REAL *b_hh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *xr = gx + r * ldg, *xz = xr + H;

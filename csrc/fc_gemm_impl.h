@@ -424,6 +424,30 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
 #define FC_ISA_DISPATCH(name, ...) FC_SFX(name##_base)(__VA_ARGS__)
 #endif
 
+/* name_v4, name_v3, name_base: BODY(MR) compiled for AVX-512 (MR = 8 rows per tile, 16 of the
+ * 32 vector registers for C), AVX2 (3) and the baseline (2), with the parameters PARAMS. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
+#define FC_ISA_VARIANTS(name, PARAMS, BODY)                                                     \
+    __attribute__((target("arch=x86-64-v4"))) static void FC_SFX(name##_v4)(PARAMS)            \
+    {                                                                                           \
+        BODY(8)                                                                                 \
+    }                                                                                           \
+    __attribute__((target("arch=x86-64-v3"))) static void FC_SFX(name##_v3)(PARAMS)            \
+    {                                                                                           \
+        BODY(3)                                                                                 \
+    }                                                                                           \
+    static void FC_SFX(name##_base)(PARAMS)                                                     \
+    {                                                                                           \
+        BODY(2)                                                                                 \
+    }
+#else
+#define FC_ISA_VARIANTS(name, PARAMS, BODY)                                                     \
+    static void FC_SFX(name##_base)(PARAMS)                                                     \
+    {                                                                                           \
+        BODY(2)                                                                                 \
+    }
+#endif
+
 /* C[:, n0:n1] = (accumulate ? C[:, n0:n1] : 0) + A (M x K) @ B[:, n0:n1], B packed in Bp with
  * kp >= K rows per panel (Bp + k_off * FC_NR with kp = the packed row count selects rows
  * k_off .. k_off + K - 1 of a taller packed matrix). C points at column 0 of its rows (row
@@ -456,30 +480,13 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
 #define FC_GEMM_PACKED_BODY(MR) FC_GEMM_NN_BODY(MR, 1)     /* B = Bp, ldb = kp */
 
 /* The per-step GEMMs C[:, n0:n1] (+)= A (M x K) @ B[:, n0:n1] (fc_gemm_packed, fc_gemm_rows):
- * the body compiled for AVX-512 (MR = 8 rows per tile), AVX2 (3) and the baseline (2), and the
- * public function, which handles the empty cases and dispatches on the CPU. */
+ * the ISA variants of the body and the public function, which handles the empty cases and
+ * dispatches on the CPU. */
 #define FC_GEMM_NN_PARAMS                                                                       \
     ptrdiff_t M, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t K, const FC_REAL *A, ptrdiff_t lda,      \
     const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc, int accumulate
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-#define FC_GEMM_NN_ISA(name, BODY)                                                              \
-    __attribute__((target("arch=x86-64-v4"))) static void FC_SFX(name##_v4)(FC_GEMM_NN_PARAMS) \
-    {                                                                                           \
-        BODY(8)                                                                                 \
-    }                                                                                           \
-    __attribute__((target("arch=x86-64-v3"))) static void FC_SFX(name##_v3)(FC_GEMM_NN_PARAMS) \
-    {                                                                                           \
-        BODY(3)                                                                                 \
-    }
-#else
-#define FC_GEMM_NN_ISA(name, BODY)
-#endif
 #define FC_GEMM_NN_FUNCS(name, BODY)                                                            \
-    FC_GEMM_NN_ISA(name, BODY)                                                                  \
-    static void FC_SFX(name##_base)(FC_GEMM_NN_PARAMS)                                          \
-    {                                                                                           \
-        BODY(2)                                                                                 \
-    }                                                                                           \
+    FC_ISA_VARIANTS(name, FC_GEMM_NN_PARAMS, BODY)                                              \
     void FC_SFX(name)(FC_GEMM_NN_PARAMS)                                                        \
     {                                                                                           \
         if (M <= 0 || n1 <= n0)                                                                 \
@@ -507,7 +514,6 @@ FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
 #undef FC_GEMM_ROWS_BODY
 #undef FC_GEMM_NN_BODY
 #undef FC_GEMM_NN_FUNCS
-#undef FC_GEMM_NN_ISA
 #undef FC_GEMM_NN_PARAMS
 
 /* ------------------------------------------------------------------ weight gradients, A^T B
@@ -538,37 +544,14 @@ FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
             }                                                                                   \
     }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FC_NO_CLONES)
-__attribute__((target("arch=x86-64-v4"))) static void
-FC_SFX(fc_gemm_tn_v4)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
-                      ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc,
-                      int accumulate)
-{
-    FC_GEMM_TN_BODY(8)
-}
-
-__attribute__((target("arch=x86-64-v3"))) static void
-FC_SFX(fc_gemm_tn_v3)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
-                      ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc,
-                      int accumulate)
-{
-    FC_GEMM_TN_BODY(3)
-}
-#endif
-
-static void
-FC_SFX(fc_gemm_tn_base)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
-                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
-                        ptrdiff_t ldc, int accumulate)
-{
-    FC_GEMM_TN_BODY(2)
-}
+#define FC_GEMM_TN_PARAMS                                                                       \
+    ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A, ptrdiff_t lda,      \
+    const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C, ptrdiff_t ldc, int accumulate
+FC_ISA_VARIANTS(fc_gemm_tn, FC_GEMM_TN_PARAMS, FC_GEMM_TN_BODY)
 
 /* C[m0:m1, 0:N] (+)= A[:, m0:m1]^T B; A (K x M, row stride lda), B (K x N, row stride ldb),
  * C row stride ldc, pointing at row 0. N must be a multiple of fc_packed_panel_width. */
-void FC_SFX(fc_gemm_tn)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, const FC_REAL *A,
-                        ptrdiff_t lda, const FC_REAL *B, ptrdiff_t ldb, FC_REAL *C,
-                        ptrdiff_t ldc, int accumulate)
+void FC_SFX(fc_gemm_tn)(FC_GEMM_TN_PARAMS)
 {
     if (m1 <= m0 || N <= 0)
         return;
@@ -579,6 +562,8 @@ void FC_SFX(fc_gemm_tn)(ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t N, ptrdiff_t K, co
     FC_ISA_DISPATCH(fc_gemm_tn, m0, m1, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 #undef FC_GEMM_TN_BODY
+#undef FC_GEMM_TN_PARAMS
+#undef FC_ISA_VARIANTS
 #undef FC_KC_TN
 #undef FC_ISA_DISPATCH
 

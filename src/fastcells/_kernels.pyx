@@ -947,11 +947,11 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
     # dg (min(chunk, T),B,H) scratch: its own buffer, or (w_pack NULL) dx's first elements when
     # they lie below the top chunk's rows of dx (the top chunk's dG is dead before any lower
-    # chunk writes its dx; nothing is deferred then); w_pack (packed_size(H, H)) scratch =
-    # W_hh packed: its
-    # own buffer, or the first packed_size(H, H) elements of dx if T*B*I is at least that;
-    # or NULL: the step GEMM reads W_hh in place (rgemm; H must be a multiple of the panel
-    # width), for when dx cannot hold the packing (batch 1: issue 6's memory target).
+    # chunk writes its dx; nothing is deferred then).
+    # w_pack (packed_size(H, H)) scratch = W_hh packed: its own buffer, or the first
+    # packed_size(H, H) elements of dx if T*B*I is at least that; or NULL: the step GEMM reads
+    # W_hh in place (rgemm; H must be a multiple of the panel width), for when dx cannot hold
+    # the packing (batch 1: issue 6's memory target).
     # hs (T,B,H) in = saved h_t, destroyed (the workspace is consumed).
     # The time loop runs backwards in chunks of `chunk` steps. dW_hh = sum_t dG_t^T h_{t-1}
     # needs the saved states, so it is accumulated after each chunk (with dW_ih and db, while
