@@ -670,3 +670,49 @@ def test_kernel_buffers_are_64_byte_aligned(shape, dtype):
             a[...] = 1
         arrays[0][...] = 2
         assert all(np.all(a == 1) for a in arrays[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_entry_rejects_what_it_cannot_pass_as_a_pointer(dtype):
+    """The private kernel entry points (_kernels.*_forward/_backward) take raw pointers of
+    ndarrays: anything but a C-contiguous, aligned, native-order array of the call's dtype
+    (writeable where the kernel writes) is a Python exception naming the argument, not a
+    crash; the arrays _api passes run and match the public function."""
+    from fastcells import _api, _kernels
+    dt = np.dtype(dtype)
+    other = np.float64 if dt == np.float32 else np.float32
+    T, B, I, H = 3, 2, 4, 5
+    rng = np.random.default_rng(0)
+    x, h0 = rng.standard_normal((T, B, I)).astype(dt), rng.standard_normal((B, H)).astype(dt)
+    w_ih, w_hh = rng.standard_normal((H, I)).astype(dt), rng.standard_normal((H, H)).astype(dt)
+    bias = np.zeros(H, dt)
+    x0 = x.copy()
+
+    def call(**over):
+        a = dict(y=np.empty((T, B, H), dt), h_n=np.empty((B, H), dt), hs=None,
+                 hbuf=_api._empty64((B, H), dt), x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
+                 w_pack=_api._pack_buffer(H, H, dt), w_ih_pack=_api._pack_buffer(I, H, dt),
+                 bias=bias, lengths=None)
+        a.update(over)
+        _kernels.rnn_forward(*a.values(), T, B, I, H, False, 1, 1, 1, 0)
+        return a["y"], a["h_n"]
+
+    y, h_n = call()
+    y_ref, h_ref, _ = fastcells.rnn_forward(x, h0, w_ih, w_hh, training=False, n_threads=1)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(h_n, h_ref)
+    read_only = np.empty((T, B, H), dt)
+    read_only.flags.writeable = False
+    for name, bad, err in [
+            ("x", x.astype(other), ValueError),                     # another dtype
+            ("x", np.asfortranarray(x), ValueError),                 # not C-contiguous
+            ("x", x[:, ::-1], ValueError),                           # negative strides
+            ("x", x.astype(dt.newbyteorder()), ValueError),          # byte-swapped
+            ("x", x.tolist(), TypeError),                            # not an ndarray
+            ("y", read_only, ValueError),                            # an output, read-only
+            ("y", np.empty((T, B, H), np.int32), TypeError),         # the call's dtype: none
+            ("lengths", np.full(B, T, np.int32), ValueError),        # lengths must be int64
+    ]:
+        with pytest.raises(err, match=name):
+            call(**{name: bad})
+    np.testing.assert_array_equal(x, x0)      # the input was only read

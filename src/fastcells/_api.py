@@ -371,10 +371,6 @@ def _grad_and_pack(K, N, dtype):
     return buf[:K * N].reshape(K, N), buf
 
 
-def _flat(a):
-    return None if a is None else a.reshape(-1)
-
-
 # ------------------------------------------------------------------------------ LSTM
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, lengths=None,
                  training=True, n_threads=None):
@@ -425,11 +421,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     w_ih_pack = None if training else _pack_buffer(I, 4 * H, dtype)
     w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
     with blas_fallback_limit(nt):
-        _kernels.lstm_forward(y.reshape(-1), h_n.reshape(-1), c_n.reshape(-1), gates.reshape(-1),
-                              _flat(cs), _flat(hs), _flat(us), _flat(hbuf), x.reshape(-1),
-                              h0.reshape(-1), c0.reshape(-1), w_ih.reshape(-1),
-                              w_hh.reshape(-1), w_pack, w_ih_pack, bias, _flat(w_hr_t), lengths,
-                              T, B, I, H, P, nt, n_rows, n_cols,
+        _kernels.lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack,
+                              w_ih_pack, bias, w_hr_t, lengths, T, B, I, H, P, nt, n_rows, n_cols,
                               set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
@@ -469,15 +462,10 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H,
                                B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
     with blas_fallback_limit(nt):
-        _kernels.lstm_backward(dx.reshape(-1), dh0.reshape(-1), dc0.reshape(-1),
-                               dw_ih.reshape(-1), dw_hh.reshape(-1), db, _flat(dw_hr),
-                               a["gates"].reshape(-1), a["cs"].reshape(-1), a["hs"].reshape(-1),
-                               _flat(a["us"]), _flat(dhs), _flat(du),
-                               w_pack, a["x"].reshape(-1),
-                               a["h0"].reshape(-1), a["c0"].reshape(-1), a["w_ih"].reshape(-1),
-                               a["w_hh"].reshape(-1), _flat(a["w_hr"]), _flat(dy), _flat(dh_n),
-                               _flat(dc_n), a["lengths"], T, B, I, H, P, nt, n_rows,
-                               n_cols, set_threads_local_address())
+        _kernels.lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, a["gates"], a["cs"], a["hs"],
+                               a["us"], dhs, du, w_pack, a["x"], a["h0"], a["c0"], a["w_ih"],
+                               a["w_hh"], a["w_hr"], dy, dh_n, dc_n, a["lengths"], T, B, I, H, P,
+                               nt, n_rows, n_cols, set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
     return grads + (dw_hr,) if proj else grads
@@ -543,9 +531,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         hs = None
         hbuf = _empty64((B, H), dtype)
     with blas_fallback_limit(nt):
-        _kernels.gru_forward(y.reshape(-1), h_n.reshape(-1), gates.reshape(-1), _flat(hn),
-                             _flat(hs), gh.reshape(-1), _flat(hbuf), x.reshape(-1),
-                             h0.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
+        _kernels.gru_forward(y, h_n, gates, hn, hs, gh, hbuf, x, h0, w_ih, w_hh,
                              _pack_buffer(H, 3 * H, dtype),
                              None if training else _pack_buffer(I, 3 * H, dtype), kb_ih, kb_hh,
                              reset_after, lengths, T, B, I, H, nt, n_rows, n_cols,
@@ -579,13 +565,9 @@ def gru_backward(dy, dh_n, ws):
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 3 * H * (I + H), B, H, 3, H,
                                dtype.itemsize, hidden_ok=ws.reset_after)
     with blas_fallback_limit(nt):
-        _kernels.gru_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
-                              dw_hh.reshape(-1), db_ih, db_hh, a["gates"].reshape(-1),
-                              a["hn"].reshape(-1), dgh.reshape(-1),
-                              w_pack, a["hs"].reshape(-1),
-                              a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
-                              a["w_hh"].reshape(-1), ws.reset_after, _flat(dy), _flat(dh_n),
-                              a["lengths"], T, B, I, H, nt, n_rows, n_cols,
+        _kernels.gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, a["gates"], a["hn"], dgh, w_pack,
+                              a["hs"], a["x"], a["h0"], a["w_ih"], a["w_hh"], ws.reset_after, dy,
+                              dh_n, a["lengths"], T, B, I, H, nt, n_rows, n_cols,
                               set_threads_local_address())
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
@@ -625,12 +607,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     hs = _empty64((T, B, H), dtype) if training else None
     hbuf = None if training else _empty64((B, H), dtype)
     with blas_fallback_limit(nt):
-        _kernels.rnn_forward(y.reshape(-1), h_n.reshape(-1), _flat(hs), _flat(hbuf),
-                             x.reshape(-1), h0.reshape(-1), w_ih.reshape(-1),
-                             w_hh.reshape(-1), _pack_buffer(H, H, dtype),
-                             None if training else _pack_buffer(I, H, dtype), bias, lengths,
-                             T, B, I, H, relu, nt, n_rows, n_cols,
-                             set_threads_local_address())
+        _kernels.rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, _pack_buffer(H, H, dtype),
+                             None if training else _pack_buffer(I, H, dtype), bias, lengths, T, B,
+                             I, H, relu, nt, n_rows, n_cols, set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace._new("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None,
@@ -681,16 +660,13 @@ def rnn_backward(dy, dh_n, ws):
     dw_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     if dg is None:
-        dg = _empty64((top, B, H), dtype).reshape(-1)
+        dg = _empty64((top, B, H), dtype)
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
                                dtype.itemsize)
     with blas_fallback_limit(nt):
-        _kernels.rnn_backward(dx.reshape(-1), dh0.reshape(-1), dw_ih.reshape(-1),
-                              dw_hh.reshape(-1), db, dg.reshape(-1), w_pack,
-                              a["hs"].reshape(-1),
-                              a["x"].reshape(-1), a["h0"].reshape(-1), a["w_ih"].reshape(-1),
-                              a["w_hh"].reshape(-1), _flat(dy), _flat(dh_n), a["lengths"],
-                              T, B, I, H, ws.nonlinearity == "relu", chunk, nt, n_rows,
-                              n_cols, set_threads_local_address())
+        _kernels.rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, a["hs"], a["x"], a["h0"],
+                              a["w_ih"], a["w_hh"], dy, dh_n, a["lengths"], T, B, I, H,
+                              ws.nonlinearity == "relu", chunk, nt, n_rows, n_cols,
+                              set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh

@@ -42,6 +42,16 @@ from fastcells._blas cimport (gemm, gemm_part, set_threads_fn, set_blas_threads,
                              restore_blas_threads, slice_start)
 from openmp cimport omp_get_num_threads
 cimport openmp
+cimport numpy as cnp
+cdef extern from *:
+    """
+    /* NumPy's headers pull in <complex.h>, whose macro I would rename struct fields */
+    #ifdef I
+    #undef I
+    #endif
+    """
+
+cnp.import_array()
 
 cdef extern from "fc_sync.h" nogil:
     ctypedef struct fc_barrier_t:
@@ -1072,137 +1082,340 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
 # Thin def wrappers: typed memoryviews (flattened C-contiguous arrays, validated by _api.py) ->
 # raw pointers, then the whole kernel runs with the GIL released. Optional arrays are None.
 
-cdef inline floating *ptr(floating[::1] a) noexcept nogil:
-    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+# ------------------------------------------------------------------ entry points (for _api.py)
+# The Python layer hands over ndarrays of any shape: each is checked here for its dtype and
+# layout and passed on as a raw pointer. (Typed memoryviews of a fused type cost ~0.25 us per
+# argument, 3.6-3.9 us for a backward's 14 arrays at B = 0, and every array had to be
+# flattened with reshape(-1) first: ~10 us of a ~44 us training step at T = B = I = H = 1.)
+# Sizes are the caller's contract, as for the C kernels.
+cdef inline int kind_of(object a, str name) except -1:
+    """cnp.NPY_FLOAT or cnp.NPY_DOUBLE: the element type of a call, from its first output."""
+    cdef int k
+    if cnp.PyArray_Check(a):
+        k = cnp.PyArray_TYPE(<cnp.ndarray>a)
+        if k == cnp.NPY_FLOAT or k == cnp.NPY_DOUBLE:
+            return k
+    raise TypeError(f"{name} must be a float32 or float64 ndarray")
 
-cdef inline const floating *cptr(const floating[::1] a) noexcept nogil:
-    return &a[0] if a is not None and a.shape[0] > 0 else NULL
 
-cdef inline const int64_t *iptr(const int64_t[::1] a) noexcept nogil:
-    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+cdef inline void *data(object a, int kind, bint write, str name) except? NULL:
+    """The data of ``a``: None -> NULL; else a C-contiguous, aligned, native-byte-order ndarray
+    of element type ``kind`` (and writeable if ``write``), NULL if it is empty."""
+    cdef cnp.ndarray arr
+    cdef int flags = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    if a is None:
+        return NULL
+    if write:
+        flags |= cnp.NPY_ARRAY_WRITEABLE
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be an ndarray or None, got {type(a).__name__}")
+    arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != kind or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or not cnp.PyArray_CHKFLAGS(arr, flags)):
+        raise ValueError(f"{name} must be a C-contiguous, aligned{', writeable' if write else ''}"
+                         f" {'float32' if kind == cnp.NPY_FLOAT else 'float64'} array in "
+                         f"native byte order")
+    return cnp.PyArray_DATA(arr) if cnp.PyArray_SIZE(arr) > 0 else NULL
+
+
+cdef inline const int64_t *lengths_data(object a) except? NULL:
+    return <const int64_t *>data(a, cnp.NPY_INT64, False, "lengths")
+
 
 cdef inline set_threads_fn as_fn(uintptr_t addr) noexcept nogil:
     return <set_threads_fn>addr
 
 
-def lstm_forward(floating[::1] y, floating[::1] h_n, floating[::1] c_n,
-                 floating[::1] gates, floating[::1] cs, floating[::1] hs, floating[::1] us,
-                 floating[::1] hbuf,
-                 const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
-                 const floating[::1] w_ih, const floating[::1] w_hh, floating[::1] w_pack,
-                 floating[::1] w_ih_pack, const floating[::1] bias, const floating[::1] w_hr_t,
-                 const int64_t[::1] lengths,
+# Each entry point collects its arrays' pointers into p[] (outputs and scratch first, then the
+# inputs) and calls one of these with a dummy of the element type, which picks the kernel.
+cdef inline int lstm_fwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, idx P,
+                           int n_threads, int n_rows, int n_cols,
+                           set_threads_fn set_threads) noexcept nogil:
+    return lstm_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                    <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
+                    <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
+                    <const floating *>p[11], <const floating *>p[12], <floating *>p[13],
+                    <floating *>p[14], <const floating *>p[15], <const floating *>p[16],
+                    <const int64_t *>p[17], T, B, I, H, P, n_threads, n_rows, n_cols,
+                    set_threads)
+
+
+cdef inline int lstm_bwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, idx P,
+                           int n_threads, int n_rows, int n_cols,
+                           set_threads_fn set_threads) noexcept nogil:
+    return lstm_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                    <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
+                    <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
+                    <floating *>p[11], <floating *>p[12], <floating *>p[13],
+                    <const floating *>p[14], <const floating *>p[15], <const floating *>p[16],
+                    <const floating *>p[17], <const floating *>p[18], <const floating *>p[19],
+                    <const floating *>p[20], <const floating *>p[21], <const floating *>p[22],
+                    <const int64_t *>p[23], T, B, I, H, P, n_threads, n_rows, n_cols,
+                    set_threads)
+
+
+cdef inline int gru_fwd_p(floating kind, void **p, bint reset_after, idx T, idx B, idx I,
+                          idx H, int n_threads, int n_rows, int n_cols,
+                          set_threads_fn set_threads) noexcept nogil:
+    return gru_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                   <floating *>p[4], <floating *>p[5], <floating *>p[6], <const floating *>p[7],
+                   <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
+                   <floating *>p[11], <floating *>p[12], <const floating *>p[13],
+                   <const floating *>p[14], reset_after, <const int64_t *>p[15], T, B, I, H,
+                   n_threads, n_rows, n_cols, set_threads)
+
+
+cdef inline int gru_bwd_p(floating kind, void **p, bint reset_after, idx T, idx B, idx I,
+                          idx H, int n_threads, int n_rows, int n_cols,
+                          set_threads_fn set_threads) noexcept nogil:
+    return gru_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                   <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
+                   <floating *>p[8], <floating *>p[9], <const floating *>p[10],
+                   <const floating *>p[11], <const floating *>p[12], <const floating *>p[13],
+                   <const floating *>p[14], reset_after, <const floating *>p[15],
+                   <const floating *>p[16], <const int64_t *>p[17], T, B, I, H, n_threads,
+                   n_rows, n_cols, set_threads)
+
+
+cdef inline int rnn_fwd_p(floating kind, void **p, bint relu, idx T, idx B, idx I, idx H,
+                          int n_threads, int n_rows, int n_cols,
+                          set_threads_fn set_threads) noexcept nogil:
+    return rnn_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                   <const floating *>p[4], <const floating *>p[5], <const floating *>p[6],
+                   <const floating *>p[7], <floating *>p[8], <floating *>p[9],
+                   <const floating *>p[10], <const int64_t *>p[11], T, B, I, H, relu,
+                   n_threads, n_rows, n_cols, set_threads)
+
+
+cdef inline int rnn_bwd_p(floating kind, void **p, bint relu, idx chunk, idx T, idx B, idx I,
+                          idx H, int n_threads, int n_rows, int n_cols,
+                          set_threads_fn set_threads) noexcept nogil:
+    return rnn_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
+                   <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
+                   <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
+                   <const floating *>p[11], <const floating *>p[12], <const floating *>p[13],
+                   <const int64_t *>p[14], T, B, I, H, relu, chunk, n_threads, n_rows, n_cols,
+                   set_threads)
+
+
+def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack,
+                 w_ih_pack, bias, w_hr_t, lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    """Shapes as in lstm_fwd above (arrays flattened)."""
-    cdef int status
-    if (hs is None) == (w_ih_pack is None):
-        raise ValueError("lstm_forward: w_ih_pack is required for inference and only for it")
+    """Shapes as in lstm_fwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(y, "y")
+    cdef void *p[18]
+    if hs is None and w_ih_pack is None:
+        raise ValueError("lstm_forward: w_ih_pack is required for inference")
+    p[0] = data(y, k, True, "y")
+    p[1] = data(h_n, k, True, "h_n")
+    p[2] = data(c_n, k, True, "c_n")
+    p[3] = data(gates, k, True, "gates")
+    p[4] = data(cs, k, True, "cs")
+    p[5] = data(hs, k, True, "hs")
+    p[6] = data(us, k, True, "us")
+    p[7] = data(hbuf, k, True, "hbuf")
+    p[8] = data(x, k, False, "x")
+    p[9] = data(h0, k, False, "h0")
+    p[10] = data(c0, k, False, "c0")
+    p[11] = data(w_ih, k, False, "w_ih")
+    p[12] = data(w_hh, k, False, "w_hh")
+    p[13] = data(w_pack, k, True, "w_pack")
+    p[14] = data(w_ih_pack, k, True, "w_ih_pack")
+    p[15] = data(bias, k, False, "bias")
+    p[16] = data(w_hr_t, k, False, "w_hr_t")
+    p[17] = <void *>lengths_data(lengths)
     with nogil:
-        status = lstm_fwd(ptr(y), ptr(h_n), ptr(c_n), ptr(gates), ptr(cs), ptr(hs), ptr(us),
-                          ptr(hbuf), cptr(x), cptr(h0), cptr(c0), cptr(w_ih), cptr(w_hh),
-                          ptr(w_pack), ptr(w_ih_pack), cptr(bias), cptr(w_hr_t), iptr(lengths),
-                          T, B, I, H, P, n_threads, n_rows, n_cols, as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = lstm_fwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+                                as_fn(set_threads))
+        else:
+            status = lstm_fwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+                                as_fn(set_threads))
     return status
 
 
-def lstm_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dc0,
-                  floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
-                  floating[::1] dw_hr,
-                  floating[::1] gates, const floating[::1] cs, const floating[::1] hs,
-                  const floating[::1] us, floating[::1] dhs, floating[::1] du,
-                  floating[::1] w_pack,
-                  const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
-                  const floating[::1] w_ih, const floating[::1] w_hh,
-                  const floating[::1] w_hr,
-                  const floating[::1] dy, const floating[::1] dh_n, const floating[::1] dc_n,
-                  const int64_t[::1] lengths,
+def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs, du, w_pack,
+                  x, h0, c0, w_ih, w_hh, w_hr, dy, dh_n, dc_n, lengths,
                   Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                   int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    cdef int status
+    """Shapes as in lstm_bwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(dx, "dx")
+    cdef void *p[24]
+    p[0] = data(dx, k, True, "dx")
+    p[1] = data(dh0, k, True, "dh0")
+    p[2] = data(dc0, k, True, "dc0")
+    p[3] = data(dw_ih, k, True, "dw_ih")
+    p[4] = data(dw_hh, k, True, "dw_hh")
+    p[5] = data(db, k, True, "db")
+    p[6] = data(dw_hr, k, True, "dw_hr")
+    p[7] = data(gates, k, True, "gates")
+    p[8] = data(cs, k, False, "cs")
+    p[9] = data(hs, k, False, "hs")
+    p[10] = data(us, k, False, "us")
+    p[11] = data(dhs, k, True, "dhs")
+    p[12] = data(du, k, True, "du")
+    p[13] = data(w_pack, k, True, "w_pack")
+    p[14] = data(x, k, False, "x")
+    p[15] = data(h0, k, False, "h0")
+    p[16] = data(c0, k, False, "c0")
+    p[17] = data(w_ih, k, False, "w_ih")
+    p[18] = data(w_hh, k, False, "w_hh")
+    p[19] = data(w_hr, k, False, "w_hr")
+    p[20] = data(dy, k, False, "dy")
+    p[21] = data(dh_n, k, False, "dh_n")
+    p[22] = data(dc_n, k, False, "dc_n")
+    p[23] = <void *>lengths_data(lengths)
     with nogil:
-        status = lstm_bwd(ptr(dx), ptr(dh0), ptr(dc0), ptr(dw_ih), ptr(dw_hh), ptr(db),
-                          ptr(dw_hr), ptr(gates), cptr(cs), cptr(hs), cptr(us), ptr(dhs),
-                          ptr(du), ptr(w_pack), cptr(x), cptr(h0), cptr(c0), cptr(w_ih),
-                          cptr(w_hh),
-                          cptr(w_hr), cptr(dy), cptr(dh_n), cptr(dc_n), iptr(lengths),
-                          T, B, I, H, P, n_threads, n_rows, n_cols, as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = lstm_bwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+                                as_fn(set_threads))
+        else:
+            status = lstm_bwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+                                as_fn(set_threads))
     return status
 
 
-def gru_forward(floating[::1] y, floating[::1] h_n,
-                floating[::1] gates, floating[::1] hn_save, floating[::1] hs, floating[::1] gh,
-                floating[::1] hbuf,
-                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh, floating[::1] w_pack, floating[::1] w_ih_pack,
-                const floating[::1] b_ih,
-                const floating[::1] b_hh, bint reset_after, const int64_t[::1] lengths,
+def gru_forward(y, h_n, gates, hn_save, hs, gh, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack,
+                b_ih, b_hh, bint reset_after, lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    cdef int status
-    if (hs is None) == (w_ih_pack is None):
-        raise ValueError("gru_forward: w_ih_pack is required for inference and only for it")
+    """Shapes as in gru_fwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(y, "y")
+    cdef void *p[16]
+    if hs is None and w_ih_pack is None:
+        raise ValueError("gru_forward: w_ih_pack is required for inference")
+    p[0] = data(y, k, True, "y")
+    p[1] = data(h_n, k, True, "h_n")
+    p[2] = data(gates, k, True, "gates")
+    p[3] = data(hn_save, k, True, "hn_save")
+    p[4] = data(hs, k, True, "hs")
+    p[5] = data(gh, k, True, "gh")
+    p[6] = data(hbuf, k, True, "hbuf")
+    p[7] = data(x, k, False, "x")
+    p[8] = data(h0, k, False, "h0")
+    p[9] = data(w_ih, k, False, "w_ih")
+    p[10] = data(w_hh, k, False, "w_hh")
+    p[11] = data(w_pack, k, True, "w_pack")
+    p[12] = data(w_ih_pack, k, True, "w_ih_pack")
+    p[13] = data(b_ih, k, False, "b_ih")
+    p[14] = data(b_hh, k, False, "b_hh")
+    p[15] = <void *>lengths_data(lengths)
     with nogil:
-        status = gru_fwd(ptr(y), ptr(h_n), ptr(gates), ptr(hn_save), ptr(hs), ptr(gh), ptr(hbuf),
-                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), ptr(w_pack), ptr(w_ih_pack),
-                         cptr(b_ih), cptr(b_hh),
-                         reset_after, iptr(lengths), T, B, I, H, n_threads, n_rows, n_cols,
-                         as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = gru_fwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
+                               n_cols, as_fn(set_threads))
+        else:
+            status = gru_fwd_p(<double>0, p, reset_after, T, B, I, H, n_threads, n_rows,
+                               n_cols, as_fn(set_threads))
     return status
 
 
-def gru_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
-                 floating[::1] db_ih, floating[::1] db_hh,
-                 floating[::1] gates, floating[::1] hn, floating[::1] dgh, floating[::1] w_pack,
-                 const floating[::1] hs, const floating[::1] x, const floating[::1] h0,
-                 const floating[::1] w_ih, const floating[::1] w_hh, bint reset_after,
-                 const floating[::1] dy, const floating[::1] dh_n, const int64_t[::1] lengths,
+def gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs, x, h0, w_ih,
+                 w_hh, bint reset_after, dy, dh_n, lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    cdef int status
+    """Shapes as in gru_bwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(dx, "dx")
+    cdef void *p[18]
+    p[0] = data(dx, k, True, "dx")
+    p[1] = data(dh0, k, True, "dh0")
+    p[2] = data(dw_ih, k, True, "dw_ih")
+    p[3] = data(dw_hh, k, True, "dw_hh")
+    p[4] = data(db_ih, k, True, "db_ih")
+    p[5] = data(db_hh, k, True, "db_hh")
+    p[6] = data(gates, k, True, "gates")
+    p[7] = data(hn, k, True, "hn")
+    p[8] = data(dgh, k, True, "dgh")
+    p[9] = data(w_pack, k, True, "w_pack")
+    p[10] = data(hs, k, False, "hs")
+    p[11] = data(x, k, False, "x")
+    p[12] = data(h0, k, False, "h0")
+    p[13] = data(w_ih, k, False, "w_ih")
+    p[14] = data(w_hh, k, False, "w_hh")
+    p[15] = data(dy, k, False, "dy")
+    p[16] = data(dh_n, k, False, "dh_n")
+    p[17] = <void *>lengths_data(lengths)
     with nogil:
-        status = gru_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db_ih), ptr(db_hh),
-                         ptr(gates), ptr(hn), ptr(dgh), ptr(w_pack), cptr(hs), cptr(x), cptr(h0),
-                         cptr(w_ih), cptr(w_hh), reset_after, cptr(dy), cptr(dh_n),
-                         iptr(lengths), T, B, I, H, n_threads, n_rows, n_cols,
-                         as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = gru_bwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
+                               n_cols, as_fn(set_threads))
+        else:
+            status = gru_bwd_p(<double>0, p, reset_after, T, B, I, H, n_threads, n_rows,
+                               n_cols, as_fn(set_threads))
     return status
 
 
-def rnn_forward(floating[::1] y, floating[::1] h_n, floating[::1] hs, floating[::1] hbuf,
-                const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                const floating[::1] w_hh, floating[::1] w_pack, floating[::1] w_ih_pack,
-                const floating[::1] bias,
-                const int64_t[::1] lengths,
+def rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, bias, lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    cdef int status
-    if (hs is None) == (w_ih_pack is None):
-        raise ValueError("rnn_forward: w_ih_pack is required for inference and only for it")
+    """Shapes as in rnn_fwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(y, "y")
+    cdef void *p[12]
+    if hs is None and w_ih_pack is None:
+        raise ValueError("rnn_forward: w_ih_pack is required for inference")
+    p[0] = data(y, k, True, "y")
+    p[1] = data(h_n, k, True, "h_n")
+    p[2] = data(hs, k, True, "hs")
+    p[3] = data(hbuf, k, True, "hbuf")
+    p[4] = data(x, k, False, "x")
+    p[5] = data(h0, k, False, "h0")
+    p[6] = data(w_ih, k, False, "w_ih")
+    p[7] = data(w_hh, k, False, "w_hh")
+    p[8] = data(w_pack, k, True, "w_pack")
+    p[9] = data(w_ih_pack, k, True, "w_ih_pack")
+    p[10] = data(bias, k, False, "bias")
+    p[11] = <void *>lengths_data(lengths)
     with nogil:
-        status = rnn_fwd(ptr(y), ptr(h_n), ptr(hs), ptr(hbuf), cptr(x), cptr(h0), cptr(w_ih),
-                         cptr(w_hh), ptr(w_pack), ptr(w_ih_pack), cptr(bias), iptr(lengths), T, B, I, H, relu,
-                         n_threads, n_rows, n_cols, as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = rnn_fwd_p(<float>0, p, relu, T, B, I, H, n_threads, n_rows, n_cols,
+                               as_fn(set_threads))
+        else:
+            status = rnn_fwd_p(<double>0, p, relu, T, B, I, H, n_threads, n_rows, n_cols,
+                               as_fn(set_threads))
     return status
 
 
-def rnn_backward(floating[::1] dx, floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
-                 floating[::1] db, floating[::1] dg, floating[::1] w_pack, floating[::1] hs,
-                 const floating[::1] x, const floating[::1] h0, const floating[::1] w_ih,
-                 const floating[::1] w_hh, const floating[::1] dy, const floating[::1] dh_n,
-                 const int64_t[::1] lengths,
-                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
+def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, hs, x, h0, w_ih, w_hh, dy, dh_n,
+                 lengths, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
                  Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
-    cdef int status
-    if w_pack is None and H % pack_width(&dx[0] if dx.shape[0] > 0 else NULL) != 0:
+    """Shapes as in rnn_bwd above (C-contiguous arrays of any shape)."""
+    cdef int status, k = kind_of(dx, "dx")
+    cdef void *p[15]
+    p[0] = data(dx, k, True, "dx")
+    p[1] = data(dh0, k, True, "dh0")
+    p[2] = data(dw_ih, k, True, "dw_ih")
+    p[3] = data(dw_hh, k, True, "dw_hh")
+    p[4] = data(db, k, True, "db")
+    p[5] = data(dg, k, True, "dg")
+    p[6] = data(w_pack, k, True, "w_pack")
+    p[7] = data(hs, k, True, "hs")
+    p[8] = data(x, k, False, "x")
+    p[9] = data(h0, k, False, "h0")
+    p[10] = data(w_ih, k, False, "w_ih")
+    p[11] = data(w_hh, k, False, "w_hh")
+    p[12] = data(dy, k, False, "dy")
+    p[13] = data(dh_n, k, False, "dh_n")
+    p[14] = <void *>lengths_data(lengths)
+    if w_pack is None and H % (fc_packed_panel_width_f32() if k == cnp.NPY_FLOAT
+                               else fc_packed_panel_width_f64()) != 0:
         raise ValueError("rnn_backward: without w_pack, H must be a multiple of the panel width")
     with nogil:
-        status = rnn_bwd(ptr(dx), ptr(dh0), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(dg), ptr(w_pack),
-                         ptr(hs),
-                         cptr(x), cptr(h0), cptr(w_ih), cptr(w_hh), cptr(dy), cptr(dh_n),
-                         iptr(lengths), T, B, I, H, relu, chunk, n_threads, n_rows, n_cols,
-                         as_fn(set_threads))
+        if k == cnp.NPY_FLOAT:
+            status = rnn_bwd_p(<float>0, p, relu, chunk, T, B, I, H, n_threads, n_rows, n_cols,
+                               as_fn(set_threads))
+        else:
+            status = rnn_bwd_p(<double>0, p, relu, chunk, T, B, I, H, n_threads, n_rows, n_cols,
+                               as_fn(set_threads))
     return status
+
+
+# ------------------------------------------------------------------ helpers for the tests
+cdef inline floating *ptr(floating[::1] a) noexcept nogil:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+
+cdef inline const floating *cptr(const floating[::1] a) noexcept nogil:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
 
 
 def vsigmoid(const floating[::1] x, floating[::1] out):
