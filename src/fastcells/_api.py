@@ -4,7 +4,6 @@ Nothing here loops over time or batch. Every array the caller passes is only rea
 workspaces are fresh arrays. All arrays of one call must share one dtype, float32 or float64
 (no silent casts: a mismatch is a TypeError naming the argument).
 """
-import math
 import os
 import threading
 
@@ -23,19 +22,17 @@ _BLAS_INT_MAX = 2**31 - 1
 _WS_TOKEN = object()
 _CONSUME_LOCK = threading.Lock()
 
-# Saved arrays of each cell and their shapes, in terms of (T, B, I, H, P, G); None = absent.
+# Saved arrays of each cell and their shapes, in terms of (T, B, I, H, P).
 _WS_SHAPES = {
-    "lstm": dict(gates=lambda T, B, I, H, P: (T, B, 4 * H), cs=lambda T, B, I, H, P: (T, B, H),
-                 hs=lambda T, B, I, H, P: (T, B, P), x=lambda T, B, I, H, P: (T, B, I),
-                 h0=lambda T, B, I, H, P: (B, P), c0=lambda T, B, I, H, P: (B, H),
-                 w_ih=lambda T, B, I, H, P: (4 * H, I), w_hh=lambda T, B, I, H, P: (4 * H, P)),
-    "gru": dict(gates=lambda T, B, I, H, P: (T, B, 3 * H), hn=lambda T, B, I, H, P: (T, B, H),
-                hs=lambda T, B, I, H, P: (T, B, H), x=lambda T, B, I, H, P: (T, B, I),
-                h0=lambda T, B, I, H, P: (B, H), w_ih=lambda T, B, I, H, P: (3 * H, I),
-                w_hh=lambda T, B, I, H, P: (3 * H, H)),
-    "rnn": dict(hs=lambda T, B, I, H, P: (T, B, H), x=lambda T, B, I, H, P: (T, B, I),
-                h0=lambda T, B, I, H, P: (B, H), w_ih=lambda T, B, I, H, P: (H, I),
-                w_hh=lambda T, B, I, H, P: (H, H)),
+    "lstm": lambda T, B, I, H, P: (
+        ("gates", (T, B, 4 * H)), ("cs", (T, B, H)), ("hs", (T, B, P)), ("x", (T, B, I)),
+        ("h0", (B, P)), ("c0", (B, H)), ("w_ih", (4 * H, I)), ("w_hh", (4 * H, P))),
+    "gru": lambda T, B, I, H, P: (
+        ("gates", (T, B, 3 * H)), ("hn", (T, B, H)), ("hs", (T, B, H)), ("x", (T, B, I)),
+        ("h0", (B, H)), ("w_ih", (3 * H, I)), ("w_hh", (3 * H, H))),
+    "rnn": lambda T, B, I, H, P: (
+        ("hs", (T, B, H)), ("x", (T, B, I)), ("h0", (B, H)), ("w_ih", (H, I)),
+        ("w_hh", (H, H))),
 }
 _OWNED = ("gates", "cs", "hs", "hn", "us")
 
@@ -297,14 +294,11 @@ def _take_workspace(ws, cell, fn):
         n = ws._n_threads
         if not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"{fn}: corrupted workspace (n_threads = {n!r})")
-        dt = ws._dtype
-        for key, shape_fn in _WS_SHAPES[cell].items():
-            a = arrays.get(key)
-            want = shape_fn(T, B, I, H, P)
-            if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != dt or not (
-                    (flags := a.flags).c_contiguous and flags.aligned):
-                raise ValueError(f"{fn}: corrupted workspace ({key!r} is not a C-contiguous "
-                                 f"{ws._dtype} array of shape {_fmt(want)})")
+        spec = _WS_SHAPES[cell](T, B, I, H, P)
+        key = _kernels.misfit_array(arrays, spec, ws._dtype)
+        if key is not None:
+            raise ValueError(f"{fn}: corrupted workspace ({key!r} is not a C-contiguous "
+                             f"{ws._dtype} array of shape {_fmt(dict(spec)[key])})")
         lengths = arrays.get("lengths")
         if lengths is not None and not (
                 isinstance(lengths, np.ndarray) and lengths.dtype == np.int64
@@ -338,10 +332,7 @@ def _empty64(shape, dtype):
     221-227 ms). Arrays handed back to the caller stay plain np.empty (they own their data),
     except a dW_hh (LSTM, GRU) or dx (Elman RNN) that doubles as the backward's packed W_hh
     (see _grad_and_pack, rnn_backward): a view of a longer allocation."""
-    n = shape if isinstance(shape, int) else math.prod(shape)
-    raw = np.empty(n + _ALIGN // dtype.itemsize, dtype)
-    off = _kernels.align_offset(raw, _ALIGN, dtype.itemsize)
-    return raw[off:off + n].reshape(shape)
+    return _kernels.empty_aligned(shape, dtype, _ALIGN)
 
 
 def _pack_buffer(K, N, dtype):
