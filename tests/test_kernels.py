@@ -40,6 +40,7 @@ SHAPES = [
     (3, 5, 16, 33),    # H = 33: not a multiple of the SIMD width; I != H
     (4, 3, 33, 8),     # I = 33 > H
     (20, 32, 64, 96),  # moderately large: long BLAS sums, several SIMD blocks
+    (6, 3, 32, 20),    # I = 32: dx = dG W_ih on the in-place kernel (1 panel float32, 2 float64)
 ]
 N_THREADS = [1, 2]
 

@@ -317,11 +317,12 @@ def _take_workspace(ws, cell, fn):
 def _grad(name, a, dtype, shape):
     if a is None:
         return None
-    arr = _asarray(name, a)
-    dt = _dtype_of(name, arr)
-    if dt != dtype:
-        raise TypeError(f"{name} has dtype {dt} but the forward pass ran in {dtype}")
-    return _contig(_array(name, arr, dtype, shape), dtype)
+    if type(a) is not np.ndarray or a.dtype is not dtype:
+        a = _asarray(name, a)
+        dt = _dtype_of(name, a)
+        if dt != dtype:
+            raise TypeError(f"{name} has dtype {dt} but the forward pass ran in {dtype}")
+    return _contig(_array(name, a, dtype, shape), dtype)
 
 
 def _empty64(shape, dtype):

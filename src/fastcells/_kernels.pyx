@@ -359,6 +359,22 @@ cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx
     fc_barrier_wait(bar)
 
 
+cdef inline void dx_part(int part, int parts, idx M, idx N, idx K, const floating *A,
+                         const floating *Bm, floating *C) noexcept nogil:
+    """Rows [M*part/parts, M*(part+1)/parts) of C (M,N) = A (M,K) @ Bm (K,N), all row-major
+    (the backward's dx = dG @ W_ih). When N is a multiple of the panel width the per-step
+    kernel reads Bm in place (rgemm; it streams A once per panel of N, so only up to two
+    panels); otherwise BLAS, which copies A and Bm first."""
+    cdef idx r0, r1, w = pack_width(C)
+    if 0 < N <= 2 * w and N % w == 0:
+        r0 = slice_start(M, parts, part)
+        r1 = slice_start(M, parts, part + 1)
+        if r1 > r0:
+            rgemm(r1 - r0, 0, N, K, A + r0 * K, K, Bm, N, C + r0 * N, N, False)
+    else:
+        gemm_part(part, parts, False, False, M, N, K, A, K, Bm, N, 0, C, N)
+
+
 cdef inline void colsum_part(int part, int parts, idx rows, idx n, idx ld, const floating *a,
                              floating *out, bint accumulate=False) noexcept nogil:
     """Columns [n*part/parts, n*(part+1)/parts) of out (+)= column sums of a (rows, n)."""
@@ -612,7 +628,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                       w_pack, G, dh0 + b0 * P, P, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
-        gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+        dx_part(tid, nthr, T * B, I, G, gates, w_ih, dx)
         tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
         tn_part(tid, nthr, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
         if T > 1:
@@ -836,7 +852,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                 pgemm(nb, 0, H, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
         # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
-        gemm_part(tid, nthr, False, False, T * B, I, G, gates, G, w_ih, I, 0, dx, I)
+        dx_part(tid, nthr, T * B, I, G, gates, w_ih, dx)
         tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
         # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
         tn_part(tid, nthr, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
@@ -1057,8 +1073,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                 tn_part(tid, nthr, H, I, rows, dg_c, H, x + t_lo * B * I, I,
                           0 if t_hi == T else 1, dw_ih, I)
                 if t_lo >= t_defer:
-                    gemm_part(tid, nthr, False, False, rows, I, H, dg_c, H, w_ih, I, 0,
-                              dx + t_lo * B * I, I)
+                    dx_part(tid, nthr, rows, I, H, dg_c, w_ih, dx + t_lo * B * I)
                     t_dx = t_lo
             if db != NULL:
                 colsum_part(tid, nthr, rows, H, H, dg_c, db, t_hi != T)
@@ -1068,11 +1083,10 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         # in hs[chunk:], steps [rest, T) in dg
         if I > 0 and t_dx > 0:
             if rest > 0:
-                gemm_part(tid, nthr, False, False, (t_dx if t_dx < rest else rest) * B, I, H,
-                          hs + chunk * BH, H, w_ih, I, 0, dx, I)
+                dx_part(tid, nthr, (t_dx if t_dx < rest else rest) * B, I, H, hs + chunk * BH,
+                        w_ih, dx)
             if t_dx > rest:
-                gemm_part(tid, nthr, False, False, (t_dx - rest) * B, I, H, dg, H, w_ih, I, 0,
-                          dx + rest * B * I, I)
+                dx_part(tid, nthr, (t_dx - rest) * B, I, H, dg, w_ih, dx + rest * B * I)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
