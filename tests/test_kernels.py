@@ -334,3 +334,14 @@ def test_layouts_give_same_results(cell, dtype, layout):
         assert not q.inputs["x"].flags.c_contiguous
     assert_results_equal(run_fastcells(q, n_threads=2), run_fastcells(p, n_threads=2))
 
+
+
+@pytest.mark.parametrize("n_threads", N_THREADS)
+@pytest.mark.parametrize("packed", [False, True], ids=["blas", "packed"])
+def test_training_input_projection_both_paths(cell, dtype, packed, n_threads, monkeypatch):
+    """A training forward projects narrow inputs (I = 20 here) on the packed kernel, others
+    with BLAS (_api._x_pack): both paths against the reference."""
+    from fastcells import _api
+    monkeypatch.setattr(_api, "_NARROW_X_PACKED", packed)
+    p = make_problem(cell, dtype, 7, 6, 20, 13, seed=3)
+    assert_results_close(run_fastcells(p, n_threads), run_reference(p), dtype)

@@ -349,14 +349,22 @@ cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx
                              const floating *x, const floating *w_ih, floating *w_ih_pack,
                              floating *gates, fc_barrier_t *bar) noexcept nogil:
     """Before a forward time loop. Training: gates (T,B,G) = x @ W_ih^T as one GEMM over all
-    T*B rows, split over the threads (the result is saved for backward anyway). Inference:
-    pack W_ih^T (I, G) into w_ih_pack for the per-step projection inside the loop. Ends at a
-    barrier, which also completes the packing of W_hh the threads did before."""
-    if training:
+    T*B rows, split over the threads (the result is saved for backward anyway): BLAS, or with
+    w_ih_pack (narrow inputs, see _api._x_pack) the packed kernel on W_ih^T packed here.
+    Inference: pack W_ih^T (I, G) into w_ih_pack for the per-step projection inside the loop.
+    Ends at a barrier, which also completes the packing of W_hh the threads did before."""
+    cdef idx r0, r1
+    if training and w_ih_pack == NULL:
         gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
     elif I > 0:
         pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
     fc_barrier_wait(bar)
+    if training and w_ih_pack != NULL:
+        r0 = slice_start(T * B, nthr, tid)
+        r1 = slice_start(T * B, nthr, tid + 1)
+        if r1 > r0:
+            pgemm(r1 - r0, 0, G, I, x + r0 * I, I, w_ih_pack, I, gates + r0 * G, G, False)
+        fc_barrier_wait(bar)
 
 
 cdef inline void dx_part(int part, int parts, idx M, idx N, idx K, const floating *A,
@@ -433,10 +441,11 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   set_threads_fn set_threads) noexcept nogil:
     # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
     # gates: training (T,B,4H) out = saved i,f,g,o; inference (B,4H) scratch.
-    # w_ih_pack: inference (packed_size(I, 4H)) scratch, training NULL. Training projects all
-    #   inputs with one BLAS GEMM before the loop (the gates are saved anyway); inference runs
-    #   the input projection per step on the packed W_ih^T, on each thread's own block, so it
-    #   needs no sequence-long gate buffer and no barrier for it.
+    # w_ih_pack: (packed_size(I, 4H)) scratch: inference always; training optional. Training
+    #   projects all inputs with one GEMM before the loop (the gates are saved anyway): BLAS,
+    #   or the packed kernel given w_ih_pack; inference runs the input projection per step on
+    #   the packed W_ih^T, on each thread's own block, so it needs no sequence-long gate
+    #   buffer and no barrier for it.
     # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the cell state
     #   lives in c_n, updated in place; h alternates between hbuf and h_n).
     # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
@@ -655,7 +664,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
     # gates: training (T,B,3H) out = saved r,z,n; inference (B,3H) scratch.
-    # w_ih_pack: inference packed W_ih^T (I, 3H) scratch, training NULL: as in lstm_fwd.
+    # w_ih_pack: packed W_ih^T (I, 3H) scratch, inference always, training optional: as in
+    # lstm_fwd.
     # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
     #   inference: classic (B,H) scratch, reset_after NULL.
     # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
@@ -898,9 +908,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
-    # packed; w_ih_pack: inference packed W_ih^T (I, H) scratch, training NULL (as in lstm_fwd:
-    # inference projects the input per step on each thread's block instead of one GEMM before
-    # the loop); bias (H,) = b_ih + b_hh.
+    # packed; w_ih_pack: packed W_ih^T (I, H) scratch, inference always, training optional (as
+    # in lstm_fwd: inference projects the input per step on each thread's block instead of one
+    # GEMM before the loop); bias (H,) = b_ih + b_hh.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
