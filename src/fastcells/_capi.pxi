@@ -305,6 +305,19 @@ cdef inline double psize(int64_t K, int64_t N, int itemsize, bint also_transpose
     return (a if not also_transposed or a > b else b) + WS_ALIGN // itemsize
 
 
+cdef inline bint packs_input(int64_t I, bint training, int itemsize) noexcept nogil:
+    # whether a forward takes W_ih^T packed (the same rule as _api._x_pack): inference always
+    # (it projects x per step); training when the input is narrow (I up to two panel widths),
+    # where the packed kernel projects all steps at once faster than BLAS
+    cdef int64_t w = fc_packed_panel_width_f32() if itemsize == 4 else fc_packed_panel_width_f64()
+    return not training or 0 < I <= 2 * w
+
+
+def forward_packs_input(int64_t I, bint training, int itemsize):
+    """Whether a forward takes W_ih^T packed (``w_ih_pack``); see _api._x_pack."""
+    return packs_input(I, training, itemsize)
+
+
 cdef inline int64_t serves_inference(int64_t training_bytes, int64_t inference_bytes) noexcept nogil:
     # a training-sized workspace also serves an inference forward of the same shape
     if training_bytes < 0 or inference_bytes < 0:
@@ -327,7 +340,7 @@ cdef int64_t lstm_ws(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint
     c[L_WRT] = <double>H * P if proj else 0            # W_hr^T (H, P)
     c[L_BIAS] = G * H                                  # b_ih + b_hh
     c[L_ZERO] = <double>B * (Pe if Pe > H else H)      # zeros for absent h0 / c0
-    c[L_WIH] = 0 if training else psize(I, 4 * H, itemsize, False)   # W_ih^T packed (inference)
+    c[L_WIH] = psize(I, 4 * H, itemsize, False) if packs_input(I, training, itemsize) else 0
     c[L_GATES] = (TB if training else <double>B) * G * H
     c[L_CS] = TB * H if training else 0
     c[L_HS] = TB * Pe if training else 0
@@ -404,7 +417,9 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                   slot(ws, off, L_US, y) if proj else NULL,
                   NULL if training else slot(ws, off, L_HBUF, y),
                   x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
-                  pslot(ws, off, L_WT, y), NULL if training else pslot(ws, off, L_WIH, y),
+                  pslot(ws, off, L_WT, y),
+                  pslot(ws, off, L_WIH, y) if packs_input(I, training, sizeof(floating))
+                  else NULL,
                   slot(ws, off, L_BIAS, y),
                   slot(ws, off, L_WRT, y) if proj else NULL, lengths,
                   T, B, I, H, Pe,
@@ -481,7 +496,7 @@ cdef int64_t gru_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint reset_after
     c[G_WT] = psize(H, 3 * H, itemsize, training)      # W_hh^T (H, 3H) packed; W_hh in bwd
     c[G_ZERO] = <double>B * H if B * H > 3 * H else 3.0 * H   # zeros: h0, b_ih, b_hh
     c[G_GH] = <double>B * G * H                        # h W_hh^T of a step
-    c[G_WIH] = 0 if training else psize(I, 3 * H, itemsize, False)   # W_ih^T packed (inference)
+    c[G_WIH] = psize(I, 3 * H, itemsize, False) if packs_input(I, training, itemsize) else 0
     c[G_GATES] = (TB if training else <double>B) * G * H
     c[G_HN] = TB * H if training else (0 if reset_after else <double>B * H)
     c[G_HS] = TB * H if training else 0
@@ -547,7 +562,7 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
                  NULL if training else slot(ws, off, G_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, pslot(ws, off, G_WT, y),
-                 NULL if training else pslot(ws, off, G_WIH, y),
+                 pslot(ws, off, G_WIH, y) if packs_input(I, training, sizeof(floating)) else NULL,
                  b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
                  lengths, T, B, I, H,
                  nt, rows, cols, _capi_set_threads)
@@ -607,7 +622,7 @@ cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, i
     cdef int64_t tmp[MAX_SLOTS]
     cdef double TB = <double>T * B
     c[R_WT] = psize(H, H, itemsize, False)             # W_hh^T packed (W_hh in backward)
-    c[R_WIH] = 0 if training else psize(I, H, itemsize, False)   # W_ih^T packed (inference)
+    c[R_WIH] = psize(I, H, itemsize, False) if packs_input(I, training, itemsize) else 0
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
@@ -670,7 +685,7 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, pslot(ws, off, R_WT, y),
-                 NULL if training else pslot(ws, off, R_WIH, y),
+                 pslot(ws, off, R_WIH, y) if packs_input(I, training, sizeof(floating)) else NULL,
                  slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols,
                  _capi_set_threads)
     if st == FC_OK and training:
