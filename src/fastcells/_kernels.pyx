@@ -1150,8 +1150,47 @@ cdef inline set_threads_fn as_fn(uintptr_t addr) noexcept nogil:
     return <set_threads_fn>addr
 
 
-# Each entry point collects its arrays' pointers into p[] (outputs and scratch first, then the
-# inputs) and calls one of these with a dummy of the element type, which picks the kernel.
+cdef tuple _spec(str names):
+    """An entry point's arrays in order: ("y! h_n! x") -> (("y", "h_n", "x"), (1, 1, 0)), "!"
+    marking those the kernel writes (they must be writeable); "lengths" is the int64 one."""
+    cdef list n = names.split()
+    return tuple(a.rstrip("!") for a in n), tuple(int(a.endswith("!")) for a in n)
+
+
+cdef enum:
+    MAX_ARRAYS = 32            # the most arrays an entry point passes (p[] of the entry points)
+
+
+cdef int gather(void **p, tuple arrays, tuple spec, int kind) except -1:
+    """p[i] = the data of arrays[i], checked by data() against the entry's spec."""
+    cdef tuple names = spec[0], writes = spec[1]
+    cdef Py_ssize_t i
+    if len(arrays) != len(names) or len(names) > MAX_ARRAYS:
+        raise AssertionError("entry point: arrays do not match their spec")
+    for i in range(len(arrays)):
+        if names[i] == "lengths":
+            p[i] = <void *>lengths_data(arrays[i])
+        else:
+            p[i] = data(arrays[i], kind, writes[i], names[i])
+    return 0
+
+
+cdef tuple _LSTM_FORWARD = _spec("y! h_n! c_n! gates! cs! hs! us! hbuf! x h0 c0 w_ih w_hh w_pack! "
+                                 "w_ih_pack! bias w_hr_t lengths")
+cdef tuple _LSTM_BACKWARD = _spec("dx! dh0! dc0! dw_ih! dw_hh! db! dw_hr! gates! cs hs us dhs! "
+                                  "du! w_pack! x h0 c0 w_ih w_hh w_hr dy dh_n dc_n lengths")
+cdef tuple _GRU_FORWARD = _spec("y! h_n! gates! hn_save! hs! gh! hbuf! x h0 w_ih w_hh w_pack! "
+                                "w_ih_pack! b_ih b_hh lengths")
+cdef tuple _GRU_BACKWARD = _spec("dx! dh0! dw_ih! dw_hh! db_ih! db_hh! gates! hn! dgh! w_pack! hs "
+                                 "x h0 w_ih w_hh dy dh_n lengths")
+cdef tuple _RNN_FORWARD = _spec("y! h_n! hs! hbuf! x h0 w_ih w_hh w_pack! w_ih_pack! bias lengths")
+cdef tuple _RNN_BACKWARD = _spec("dx! dh0! dw_ih! dw_hh! db! dg! w_pack! hs! x h0 w_ih w_hh dy "
+                                 "dh_n lengths")
+
+
+# Each entry point gathers its arrays' pointers into p[] (in the order of the kernel's array
+# parameters, as its spec above lists them) and calls one of these with a dummy of the element
+# type, which picks the kernel.
 cdef inline int lstm_fwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, idx P,
                            int n_threads, int n_rows, int n_cols,
                            set_threads_fn set_threads) noexcept nogil:
@@ -1228,27 +1267,11 @@ def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_
                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in lstm_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
-    cdef void *p[18]
+    cdef void *p[MAX_ARRAYS]
     if hs is None and w_ih_pack is None:
         raise ValueError("lstm_forward: w_ih_pack is required for inference")
-    p[0] = data(y, k, True, "y")
-    p[1] = data(h_n, k, True, "h_n")
-    p[2] = data(c_n, k, True, "c_n")
-    p[3] = data(gates, k, True, "gates")
-    p[4] = data(cs, k, True, "cs")
-    p[5] = data(hs, k, True, "hs")
-    p[6] = data(us, k, True, "us")
-    p[7] = data(hbuf, k, True, "hbuf")
-    p[8] = data(x, k, False, "x")
-    p[9] = data(h0, k, False, "h0")
-    p[10] = data(c0, k, False, "c0")
-    p[11] = data(w_ih, k, False, "w_ih")
-    p[12] = data(w_hh, k, False, "w_hh")
-    p[13] = data(w_pack, k, True, "w_pack")
-    p[14] = data(w_ih_pack, k, True, "w_ih_pack")
-    p[15] = data(bias, k, False, "bias")
-    p[16] = data(w_hr_t, k, False, "w_hr_t")
-    p[17] = <void *>lengths_data(lengths)
+    gather(p, (y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack, w_ih_pack,
+           bias, w_hr_t, lengths), _LSTM_FORWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = lstm_fwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
@@ -1265,31 +1288,9 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs,
                   int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in lstm_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
-    cdef void *p[24]
-    p[0] = data(dx, k, True, "dx")
-    p[1] = data(dh0, k, True, "dh0")
-    p[2] = data(dc0, k, True, "dc0")
-    p[3] = data(dw_ih, k, True, "dw_ih")
-    p[4] = data(dw_hh, k, True, "dw_hh")
-    p[5] = data(db, k, True, "db")
-    p[6] = data(dw_hr, k, True, "dw_hr")
-    p[7] = data(gates, k, True, "gates")
-    p[8] = data(cs, k, False, "cs")
-    p[9] = data(hs, k, False, "hs")
-    p[10] = data(us, k, False, "us")
-    p[11] = data(dhs, k, True, "dhs")
-    p[12] = data(du, k, True, "du")
-    p[13] = data(w_pack, k, True, "w_pack")
-    p[14] = data(x, k, False, "x")
-    p[15] = data(h0, k, False, "h0")
-    p[16] = data(c0, k, False, "c0")
-    p[17] = data(w_ih, k, False, "w_ih")
-    p[18] = data(w_hh, k, False, "w_hh")
-    p[19] = data(w_hr, k, False, "w_hr")
-    p[20] = data(dy, k, False, "dy")
-    p[21] = data(dh_n, k, False, "dh_n")
-    p[22] = data(dc_n, k, False, "dc_n")
-    p[23] = <void *>lengths_data(lengths)
+    cdef void *p[MAX_ARRAYS]
+    gather(p, (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs, du, w_pack, x, h0,
+           c0, w_ih, w_hh, w_hr, dy, dh_n, dc_n, lengths), _LSTM_BACKWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = lstm_bwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
@@ -1306,25 +1307,11 @@ def gru_forward(y, h_n, gates, hn_save, hs, gh, hbuf, x, h0, w_ih, w_hh, w_pack,
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in gru_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
-    cdef void *p[16]
+    cdef void *p[MAX_ARRAYS]
     if hs is None and w_ih_pack is None:
         raise ValueError("gru_forward: w_ih_pack is required for inference")
-    p[0] = data(y, k, True, "y")
-    p[1] = data(h_n, k, True, "h_n")
-    p[2] = data(gates, k, True, "gates")
-    p[3] = data(hn_save, k, True, "hn_save")
-    p[4] = data(hs, k, True, "hs")
-    p[5] = data(gh, k, True, "gh")
-    p[6] = data(hbuf, k, True, "hbuf")
-    p[7] = data(x, k, False, "x")
-    p[8] = data(h0, k, False, "h0")
-    p[9] = data(w_ih, k, False, "w_ih")
-    p[10] = data(w_hh, k, False, "w_hh")
-    p[11] = data(w_pack, k, True, "w_pack")
-    p[12] = data(w_ih_pack, k, True, "w_ih_pack")
-    p[13] = data(b_ih, k, False, "b_ih")
-    p[14] = data(b_hh, k, False, "b_hh")
-    p[15] = <void *>lengths_data(lengths)
+    gather(p, (y, h_n, gates, hn_save, hs, gh, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, b_ih,
+           b_hh, lengths), _GRU_FORWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = gru_fwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
@@ -1341,25 +1328,9 @@ def gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs
                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in gru_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
-    cdef void *p[18]
-    p[0] = data(dx, k, True, "dx")
-    p[1] = data(dh0, k, True, "dh0")
-    p[2] = data(dw_ih, k, True, "dw_ih")
-    p[3] = data(dw_hh, k, True, "dw_hh")
-    p[4] = data(db_ih, k, True, "db_ih")
-    p[5] = data(db_hh, k, True, "db_hh")
-    p[6] = data(gates, k, True, "gates")
-    p[7] = data(hn, k, True, "hn")
-    p[8] = data(dgh, k, True, "dgh")
-    p[9] = data(w_pack, k, True, "w_pack")
-    p[10] = data(hs, k, False, "hs")
-    p[11] = data(x, k, False, "x")
-    p[12] = data(h0, k, False, "h0")
-    p[13] = data(w_ih, k, False, "w_ih")
-    p[14] = data(w_hh, k, False, "w_hh")
-    p[15] = data(dy, k, False, "dy")
-    p[16] = data(dh_n, k, False, "dh_n")
-    p[17] = <void *>lengths_data(lengths)
+    cdef void *p[MAX_ARRAYS]
+    gather(p, (dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs, x, h0, w_ih,
+           w_hh, dy, dh_n, lengths), _GRU_BACKWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = gru_bwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
@@ -1375,21 +1346,11 @@ def rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, bias, le
                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in rnn_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
-    cdef void *p[12]
+    cdef void *p[MAX_ARRAYS]
     if hs is None and w_ih_pack is None:
         raise ValueError("rnn_forward: w_ih_pack is required for inference")
-    p[0] = data(y, k, True, "y")
-    p[1] = data(h_n, k, True, "h_n")
-    p[2] = data(hs, k, True, "hs")
-    p[3] = data(hbuf, k, True, "hbuf")
-    p[4] = data(x, k, False, "x")
-    p[5] = data(h0, k, False, "h0")
-    p[6] = data(w_ih, k, False, "w_ih")
-    p[7] = data(w_hh, k, False, "w_hh")
-    p[8] = data(w_pack, k, True, "w_pack")
-    p[9] = data(w_ih_pack, k, True, "w_ih_pack")
-    p[10] = data(bias, k, False, "bias")
-    p[11] = <void *>lengths_data(lengths)
+    gather(p, (y, h_n, hs, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, bias, lengths),
+           _RNN_FORWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = rnn_fwd_p(<float>0, p, relu, T, B, I, H, n_threads, n_rows, n_cols,
@@ -1405,22 +1366,9 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, hs, x, h0, w_ih, w_hh, d
                  Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
     """Shapes as in rnn_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
-    cdef void *p[15]
-    p[0] = data(dx, k, True, "dx")
-    p[1] = data(dh0, k, True, "dh0")
-    p[2] = data(dw_ih, k, True, "dw_ih")
-    p[3] = data(dw_hh, k, True, "dw_hh")
-    p[4] = data(db, k, True, "db")
-    p[5] = data(dg, k, True, "dg")
-    p[6] = data(w_pack, k, True, "w_pack")
-    p[7] = data(hs, k, True, "hs")
-    p[8] = data(x, k, False, "x")
-    p[9] = data(h0, k, False, "h0")
-    p[10] = data(w_ih, k, False, "w_ih")
-    p[11] = data(w_hh, k, False, "w_hh")
-    p[12] = data(dy, k, False, "dy")
-    p[13] = data(dh_n, k, False, "dh_n")
-    p[14] = <void *>lengths_data(lengths)
+    cdef void *p[MAX_ARRAYS]
+    gather(p, (dx, dh0, dw_ih, dw_hh, db, dg, w_pack, hs, x, h0, w_ih, w_hh, dy, dh_n,
+           lengths), _RNN_BACKWARD, k)
     if w_pack is None and H % (fc_packed_panel_width_f32() if k == cnp.NPY_FLOAT
                                else fc_packed_panel_width_f64()) != 0:
         raise ValueError("rnn_backward: without w_pack, H must be a multiple of the panel width")
