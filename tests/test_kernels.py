@@ -339,8 +339,9 @@ def test_layouts_give_same_results(cell, dtype, layout):
 @pytest.mark.parametrize("n_threads", N_THREADS)
 @pytest.mark.parametrize("packed", [False, True], ids=["blas", "packed"])
 def test_training_input_projection_both_paths(cell, dtype, packed, n_threads, monkeypatch):
-    """A training forward projects narrow inputs (I = 20 here) on the packed kernel, others
-    with BLAS (_api._x_pack): both paths against the reference."""
+    """A training forward projects narrow float32 inputs (I = 20 here) on the packed kernel,
+    others with BLAS (_api._x_pack): both paths against the reference (float64 takes BLAS
+    either way, and must be unaffected by the switch)."""
     from fastcells import _api
     monkeypatch.setattr(_api, "_NARROW_X_PACKED", packed)
     p = make_problem(cell, dtype, 7, 6, 20, 13, seed=3)

@@ -353,12 +353,13 @@ def _x_pack(training, I, N, dtype):
     """The packed W_ih^T (I x N) buffer a forward takes, or None.
 
     Inference projects x per step on it. A training forward projects all T*B rows at once
-    before its loop: with BLAS (None), or, for narrow inputs (I up to two panel widths: 64 in
-    float32, 32 in float64), on the packed kernel: with so short a sum per output, OpenBLAS
-    spent a good part of the product zeroing the output (beta = 0) and copying x. Paired:
-    Elman RNN small (one thread) 0.968-0.973x the training step's time, LSTM latency
-    0.973-0.984x, LSTM and GRU small 0.994-1.003x. The rule is _capi.pxi's packs_input,
-    shared with the C API (which then gives the same bits)."""
+    before its loop: with BLAS (None), or, for narrow float32 inputs (I up to two panel
+    widths, 64), on the packed kernel: with so short a sum per output, OpenBLAS spent a good
+    part of the product zeroing the output (beta = 0) and copying x. Paired: Elman RNN small
+    (one thread) 0.968-0.973x the training step's time, LSTM latency 0.973-0.984x, LSTM and
+    GRU small 0.994-1.003x; in float64 (I <= 32) LSTM took 1.005-1.020x, so float64 stays
+    with BLAS. The rule is _capi.pxi's packs_input, shared with the C API (which then gives
+    the same bits)."""
     if (not training or _NARROW_X_PACKED) and _kernels.forward_packs_input(I, training,
                                                                          dtype.itemsize):
         return _pack_buffer(I, N, dtype)

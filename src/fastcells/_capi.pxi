@@ -307,10 +307,10 @@ cdef inline double psize(int64_t K, int64_t N, int itemsize, bint also_transpose
 
 cdef inline bint packs_input(int64_t I, bint training, int itemsize) noexcept nogil:
     # whether a forward takes W_ih^T packed (the same rule as _api._x_pack): inference always
-    # (it projects x per step); training when the input is narrow (I up to two panel widths),
-    # where the packed kernel projects all steps at once faster than BLAS
-    cdef int64_t w = fc_packed_panel_width_f32() if itemsize == 4 else fc_packed_panel_width_f64()
-    return not training or 0 < I <= 2 * w
+    # (it projects x per step); training in float32 when the input is narrow (I up to two
+    # panel widths, 64), where the packed kernel projects all steps at once faster than BLAS
+    # (in float64, I <= 32, LSTM training measured 1.005-1.020x the time that way: BLAS)
+    return not training or (itemsize == 4 and 0 < I <= 2 * fc_packed_panel_width_f32())
 
 
 def forward_packs_input(int64_t I, bint training, int itemsize):
