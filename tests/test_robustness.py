@@ -653,14 +653,15 @@ def test_impossible_allocation(huge_outcomes, training):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [0, 1, 7, (3, 5), (2, 0, 4), (64, 16, 192), (1000003,)])
+@pytest.mark.parametrize("shape", [0, 1, 7, (3, 5), (2, 0, 4), (64, 16, 192), (1000003,),
+                                   [4, 3], np.int64(5)])
 def test_kernel_buffers_are_64_byte_aligned(shape, dtype):
     """The kernels' own buffers (_api._empty64) start on a cache line whatever malloc returned,
     are C-contiguous and independent of each other."""
     from fastcells import _api
     dt = np.dtype(dtype)
     arrays = [_api._empty64(shape, dt) for _ in range(8)]
-    want = shape if isinstance(shape, tuple) else (shape,)
+    want = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     for a in arrays:
         assert a.shape == want and a.dtype == dt and a.flags.c_contiguous
         if a.size:
@@ -716,3 +717,16 @@ def test_kernel_entry_rejects_what_it_cannot_pass_as_a_pointer(dtype):
         with pytest.raises(err, match=name):
             call(**{name: bad})
     np.testing.assert_array_equal(x, x0)      # the input was only read
+
+
+def test_kernel_buffer_bad_shapes():
+    """_kernels.empty_aligned refuses a negative dimension and a size whose byte count
+    overflows, instead of allocating something else."""
+    from fastcells import _kernels
+    dt = np.dtype(np.float32)
+    with pytest.raises(ValueError, match="negative"):
+        _kernels.empty_aligned((3, -1), dt, 64)
+    with pytest.raises(MemoryError, match="too big"):
+        _kernels.empty_aligned((2**40, 2**40), dt, 64)
+    with pytest.raises(MemoryError, match="too big"):
+        _kernels.empty_aligned((2**61,), dt, 64)

@@ -1484,7 +1484,8 @@ def empty_aligned(shape, dtype, Py_ssize_t alignment):
     cdef cnp.dtype dt = <cnp.dtype?>dtype
     cdef cnp.ndarray raw, out
     cdef char *base
-    if isinstance(shape, tuple):
+    if isinstance(shape, (tuple, list)):
+        shape = tuple(shape)
         nd = len(<tuple>shape)
         if nd > 32:
             raise ValueError("too many dimensions")
