@@ -1142,10 +1142,6 @@ cdef inline void *data(object a, int kind, bint write, str name) except? NULL:
     return cnp.PyArray_DATA(arr) if cnp.PyArray_SIZE(arr) > 0 else NULL
 
 
-cdef inline const int64_t *lengths_data(object a) except? NULL:
-    return <const int64_t *>data(a, cnp.NPY_INT64, False, "lengths")
-
-
 cdef inline set_threads_fn as_fn(uintptr_t addr) noexcept nogil:
     return <set_threads_fn>addr
 
@@ -1168,10 +1164,8 @@ cdef int gather(void **p, tuple arrays, tuple spec, int kind) except -1:
     if len(arrays) != len(names) or len(names) > MAX_ARRAYS:
         raise AssertionError("entry point: arrays do not match their spec")
     for i in range(len(arrays)):
-        if names[i] == "lengths":
-            p[i] = <void *>lengths_data(arrays[i])
-        else:
-            p[i] = data(arrays[i], kind, writes[i], names[i])
+        p[i] = data(arrays[i], cnp.NPY_INT64 if names[i] == "lengths" else kind, writes[i],
+                    names[i])
     return 0
 
 
