@@ -346,3 +346,27 @@ def test_training_input_projection_both_paths(cell, dtype, packed, n_threads, mo
     monkeypatch.setattr(_api, "_NARROW_X_PACKED", packed)
     p = make_problem(cell, dtype, 7, 6, 20, 13, seed=3)
     assert_results_close(run_fastcells(p, n_threads), run_reference(p), dtype)
+
+
+@pytest.mark.parametrize("split", [1, 2], ids=["batch-split", "hidden-split"])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_inference_state_in_y_on_both_splits(cell, dtype, split, with_lengths, monkeypatch):
+    """Inference without lengths writes h_t straight into y_t and reads it there at step t+1;
+    with lengths, h goes through a double buffer (rows past their length keep their state while
+    y gets zeros). Both, on the batch and on the hidden split of two threads (H = 64: 32 units
+    per thread), against the reference's forward, and y at every step against h_n."""
+    from fastcells import _api
+
+    def plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0):
+        # the grid forced (this problem is below the rule's 16 MFLOP per thread); the classic
+        # GRU has no hidden split (hidden_ok False), it gets the batch split
+        return (2, 1, 2) if split == 2 and hidden_ok else (2, 2, 1)
+    monkeypatch.setattr(_api, "_plan", plan)
+    p = make_problem(cell, dtype, 6, 5, 9, 64, seed=4)
+    lengths = np.array([6, 0, 3, 6, 1]) if with_lengths else None
+    got, _ = forward(fastcells, p, training=False, n_threads=2, lengths=lengths)
+    want, _ = forward(reference, p.astype(np.float64), lengths=lengths)
+    assert_results_close(got, want, dtype)
+    # the last step of full rows is h_n itself, bit for bit
+    full = np.arange(5) if lengths is None else np.flatnonzero(lengths == 6)
+    np.testing.assert_array_equal(got["y"][-1][full], got["h_n"][full])

@@ -235,6 +235,12 @@ def _flag(name, v):
     raise TypeError(f"{name} must be True or False, got {v!r}")
 
 
+def _hbuf(lengths, B, P, dtype):
+    """The inference forward's (B, P) h double buffer: only with lengths (rows past their
+    length keep their state while y gets zeros); without, h_t is written straight to y_t."""
+    return None if lengths is None else _empty64((B, P), dtype)
+
+
 def _lengths(lengths, T, B):
     """int64 (B,) array of sequence lengths in [0, T], or None."""
     if lengths is None:
@@ -428,7 +434,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
         gates = _empty64((B, 4 * H), dtype)   # one step: the input projection runs per step
         cs = hs = None
         us = _empty64((B, H), dtype) if proj else None
-        hbuf = _empty64((B, P), dtype)
+        hbuf = _hbuf(lengths, B, P, dtype)
     w_pack = _pack_buffer(P, 4 * H, dtype)
     w_ih_pack = _x_pack(training, I, 4 * H, dtype)
     w_hr_t = np.ascontiguousarray(w_hr.T) if proj else None
@@ -541,7 +547,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         gates = _empty64((B, 3 * H), dtype)   # one step: the input projection runs per step
         hn = None if reset_after else _empty64((B, H), dtype)
         hs = None
-        hbuf = _empty64((B, H), dtype)
+        hbuf = _hbuf(lengths, B, H, dtype)
     with blas_fallback_limit(nt):
         _kernels.gru_forward(y, h_n, gates, hn, hs, gh, hbuf, x, h0, w_ih, w_hh,
                              _pack_buffer(H, 3 * H, dtype),
@@ -617,7 +623,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     hs = _empty64((T, B, H), dtype) if training else None
-    hbuf = None if training else _empty64((B, H), dtype)
+    hbuf = None if training else _hbuf(lengths, B, H, dtype)
     with blas_fallback_limit(nt):
         _kernels.rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, _pack_buffer(H, H, dtype),
                              _x_pack(training, I, H, dtype), bias, lengths, T, B,

@@ -447,9 +447,10 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     #   the packed W_ih^T, on each thread's own block, so it needs no sequence-long gate
     #   buffer and no barrier for it.
     # cs (T,B,H), hs (T,B,P): training out = saved c_t, h_t; inference NULL (the cell state
-    #   lives in c_n, updated in place; h alternates between hbuf and h_n).
+    #   lives in c_n, updated in place; h_t is written to y_t and read there by the next step,
+    #   or with lengths alternates between hbuf and h_n).
     # us: projection only: training (T,B,H) out = saved u_t = o*tanh(c_t); inference (B,H).
-    # hbuf: inference only, (B,P) scratch (h double buffer). Otherwise NULL.
+    # hbuf: inference with lengths only, (B,P) scratch (h double buffer). Otherwise NULL.
     # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh (4H,P); w_pack (packed_size(P, 4H))
     #   scratch = W_hh^T packed; bias (4H,) = b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then
     #   n_cols must be 1); lengths (B,) or NULL.
@@ -496,9 +497,15 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                 h_dest = hs + t * BP
                 u_t = us + t * BH if proj else h_dest
             else:
-                # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1
-                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                if lengths == NULL:
+                    # h_t goes straight to y_t, where the next step reads it
+                    h_dest = y + t * BP
+                    h_prev = h0 if t == 0 else h_dest - BP
+                else:
+                    # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1 (rows
+                    # past their length keep their state, while y_t gets zeros)
+                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
                 c_prev = c_n
                 c_out = c_n
                 u_t = us if proj else h_dest
@@ -532,8 +539,9 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
             while r < b1 and onj > 0:
                 e = run_end(lengths, t, r, b1, &act)
                 if act:
-                    copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
-                               P)
+                    if h_dest != y + t * BP:
+                        copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
+                                   P)
                 else:
                     copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
                     if training:
@@ -546,6 +554,8 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     if training:
         memcpy(h_n, hs + (T - 1) * BP, BP * sizeof(floating))
         memcpy(c_n, cs + (T - 1) * BH, BH * sizeof(floating))
+    elif lengths == NULL:
+        memcpy(h_n, y + (T - 1) * BP, BP * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -668,8 +678,9 @@ cdef int gru_fwd(floating *y, floating *h_n,
     # lstm_fwd.
     # hn_save: reset_after: h W_hn^T + b_hn, classic: r*h_{t-1}. Training (T,B,H) out (saved);
     #   inference: classic (B,H) scratch, reset_after NULL.
-    # hs: training (T,B,H) out = saved h_t; inference NULL (h alternates between hbuf, h_n).
-    # gh (B,3H) scratch for h W_hh^T; hbuf (B,H) scratch (inference) or NULL.
+    # hs: training (T,B,H) out = saved h_t; inference NULL (h_t goes to y_t, read there next
+    # step; with lengths h alternates between hbuf and h_n).
+    # gh (B,3H) scratch for h W_hh^T; hbuf (B,H) scratch (inference with lengths) or NULL.
     # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh (3H,H); w_pack (packed_size(H, 3H)) scratch =
     # W_hh^T packed; b_ih, b_hh (3H,) (zeros when
     # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
@@ -710,8 +721,12 @@ cdef int gru_fwd(floating *y, floating *h_n,
                 h_dest = hs + t * BH
                 hn_t = hn_save + t * BH
             else:
-                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                if lengths == NULL:          # h_t straight to y_t, read there next step
+                    h_dest = y + t * BH
+                    h_prev = h0 if t == 0 else h_dest - BH
+                else:                        # ping-pong, as in lstm_fwd
+                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
                 hn_t = hn_save     # classic: scratch; reset_after: NULL
             if not training and nb > 0 and nj > 0:
                 # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
@@ -758,7 +773,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
             while r < b1 and nj > 0:
                 e = run_end(lengths, t, r, b1, &act)
                 if act:
-                    copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
+                    if h_dest != y + t * BH:
+                        copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
                 else:
                     copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
                     zero_block(y + t * BH + r * H + j0, e - r, nj, H)
@@ -768,6 +784,8 @@ cdef int gru_fwd(floating *y, floating *h_n,
         restore_blas_threads(set_threads, prev_local)
     if training:
         memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
+    elif lengths == NULL:
+        memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
@@ -906,7 +924,8 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                  int n_threads, int n_rows, int n_cols,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
-    # pre-activations accumulate in y itself, h alternates between hbuf (B,H) and h_n).
+    # pre-activations accumulate in y itself, where h_t is computed in place; with lengths h
+    # alternates between hbuf (B,H) and h_n, hbuf NULL otherwise).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
     # packed; w_ih_pack: packed W_ih^T (I, H) scratch, inference always, training optional (as
     # in lstm_fwd: inference projects the input per step on each thread's block instead of one
@@ -942,8 +961,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nb = b1 - b0
         for t in range(T):
             g_t = buf + t * BH
-            if training:
-                h_prev = hs + (t - 1) * BH if t > 0 else h0
+            if training or lengths == NULL:
+                # h_t in place of its pre-activation: hs_t (training) or y_t (inference)
+                h_prev = g_t - BH if t > 0 else h0
                 h_dest = g_t
             else:
                 h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
@@ -958,8 +978,10 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                 e = run_end(lengths, t, r, b1, &act)
                 if act:
                     pw_rnn_fwd(e - r, nj, H, g_t + r * H + j0, bias + j0, relu)
-                    copy_block(y + t * BH + r * H + j0, g_t + r * H + j0, e - r, nj, H)
-                    copy_block(h_dest + r * H + j0, g_t + r * H + j0, e - r, nj, H)
+                    if training:
+                        copy_block(y + t * BH + r * H + j0, g_t + r * H + j0, e - r, nj, H)
+                    elif h_dest != g_t:
+                        copy_block(h_dest + r * H + j0, g_t + r * H + j0, e - r, nj, H)
                 else:
                     copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
                     zero_block(y + t * BH + r * H + j0, e - r, nj, H)
@@ -967,8 +989,8 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
             if nc > 1:
                 fc_barrier_wait(&bar)
         restore_blas_threads(set_threads, prev_local)
-    if training:
-        memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
+    if training or lengths == NULL:
+        memcpy(h_n, buf + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
 
