@@ -118,4 +118,22 @@ static inline int fc_atomic_cas_int(int *p, int expected, int desired)
                                        __ATOMIC_ACQUIRE);
 }
 
+/* Tasks handed out in turn to the threads of a phase (fc_task_take returns 0, 1, 2, ...): work
+ * split into more parts than threads, taken by whichever thread is free, so that a thread whose
+ * vCPU runs slower (the host's other load) does less of it. The parts themselves are fixed by
+ * the call's shape and n_threads, so results do not depend on which thread takes which. */
+typedef struct {
+    long next;
+} fc_tasks_t;
+
+static inline void fc_tasks_init(fc_tasks_t *q)
+{
+    q->next = 0;
+}
+
+static inline long fc_task_take(fc_tasks_t *q)
+{
+    return __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
+}
+
 #endif

@@ -59,6 +59,10 @@ cdef extern from "fc_sync.h" nogil:
     void fc_barrier_init(fc_barrier_t *b, int n)
     void fc_barrier_set_n(fc_barrier_t *b, int n)
     void fc_barrier_wait(fc_barrier_t *b)
+    ctypedef struct fc_tasks_t:
+        pass
+    void fc_tasks_init(fc_tasks_t *q)
+    long fc_task_take(fc_tasks_t *q)
 
 cdef extern from "fc_cells.h" nogil:
     void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h)
@@ -328,13 +332,17 @@ cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
 # stay with BLAS.
 cdef double TN_MAX_BYTES = 1.5 * 1024 * 1024
 
+cdef inline bint tn_kernel(idx M, idx N, idx K, const floating *like) noexcept nogil:
+    """Whether tn_part's C (M,N) = A^T B over K rows runs on the A^T B kernel (else BLAS)."""
+    return N % pack_width(like) == 0 and <double>K * (M + N) * sizeof(floating) <= TN_MAX_BYTES
+
 cdef inline void tn_part(int part, int parts, idx M, idx N, idx K, const floating *A, idx lda,
                          const floating *Bm, idx ldb, floating beta, floating *C,
                          idx ldc) noexcept nogil:
     """Rows [M*part/parts, M*(part+1)/parts) of C = A^T @ Bm + beta C, A (K, M) with row stride
     lda, Bm (K, N) with row stride ldb; beta 0 or 1."""
     cdef idx r0, r1
-    if N % pack_width(C) != 0 or <double>K * (M + N) * sizeof(floating) > TN_MAX_BYTES:
+    if not tn_kernel(M, N, K, C):
         gemm_part(part, parts, True, False, M, N, K, A, lda, Bm, ldb, beta, C, ldc)
         return
     r0 = slice_start(M, parts, part)
@@ -367,14 +375,51 @@ cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx
         fc_barrier_wait(bar)
 
 
+cdef inline bint dx_in_place(idx N, const floating *like) noexcept nogil:
+    """Whether dx_part's product with N columns runs on the per-step kernel (else BLAS)."""
+    return 0 < N <= 2 * pack_width(like) and N % pack_width(like) == 0
+
+
+# The hoisted products of a backward are tasks (fc_tasks_t): each product in n_threads parts (as
+# the static split by thread had them, so the same bits), products in order of size, each task
+# taken by whichever thread is free. A thread that lags (its vCPU slowed by the host, or a
+# longer time loop) takes fewer. Paired against the static split: training charrnn LSTM 0.964,
+# GRU 0.977; medium LSTM 0.976, GRU 0.950; large GRU 0.975, LSTM 0.991; small shapes 1.004,
+# 1.007 (neutral). With 4 parts per thread instead, the small shapes took 1.03-1.10x: each part
+# of an A^T B product streams all of B again.
+cdef inline bint next_task(fc_tasks_t *q, const int *parts, int n_ops, long base, int *op,
+                           int *part) noexcept nogil:
+    """Take the next task of a phase of n_ops products of parts[k] parts each: its product (op)
+    and part; False when none is left. The counter of q runs on across phases: a phase's tasks
+    are numbered from base (see task_base)."""
+    cdef long task = fc_task_take(q) - base
+    cdef int k
+    for k in range(n_ops):
+        if task < parts[k]:
+            op[0] = k
+            part[0] = <int>task
+            return True
+        task -= parts[k]
+    return False
+
+
+cdef inline long task_base(long base, const int *parts, int n_ops, int nthr) noexcept nogil:
+    """The first task number of the next phase on the same counter: after a phase's tasks,
+    every one of the nthr threads took one number more (the one that ended its loop)."""
+    cdef int k
+    for k in range(n_ops):
+        base += parts[k]
+    return base + nthr
+
+
 cdef inline void dx_part(int part, int parts, idx M, idx N, idx K, const floating *A,
                          const floating *Bm, floating *C) noexcept nogil:
     """Rows [M*part/parts, M*(part+1)/parts) of C (M,N) = A (M,K) @ Bm (K,N), all row-major
     (the backward's dx = dG @ W_ih). When N is a multiple of the panel width the per-step
     kernel reads Bm in place (rgemm; it streams A once per panel of N, so only up to two
     panels); otherwise BLAS, which copies A and Bm first."""
-    cdef idx r0, r1, w = pack_width(C)
-    if 0 < N <= 2 * w and N % w == 0:
+    cdef idx r0, r1
+    if dx_in_place(N, C):
         r0 = slice_start(M, parts, part)
         r1 = slice_start(M, parts, part + 1)
         if r1 > r0:
@@ -583,12 +628,22 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint proj = w_hr != NULL, act
+    cdef fc_tasks_t tasks
+    cdef int parts[5]
+    cdef int op, part
     cdef floating *g_t
     cdef floating *dh_t
     cdef const floating *c_prev
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BP)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
     copy_or_zero(dc0, dc_n, BH)
+    # the hoisted products after the time loop, as tasks (see next_task), biggest first
+    parts[0] = n_threads
+    parts[1] = n_threads
+    parts[2] = n_threads
+    parts[3] = n_threads if proj else 0
+    parts[4] = n_threads if db != NULL else 0
+    fc_tasks_init(&tasks)
     prev_main = set_blas_threads(set_threads, 1)
     fc_barrier_init(&bar, n_threads)
     with parallel(num_threads=n_threads):
@@ -598,6 +653,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         # through pointers below, which Cython's privacy inference does not see)
         b0 = b1 = j0 = j1 = 0
         act = False
+        op = part = 0
         fc_barrier_set_n(&bar, nthr)
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         nj = j1 - j0
@@ -646,18 +702,22 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                 pgemm(b1 - b0, 0 if proj else j0, P if proj else j1, G, g_t + b0 * G, G,
                       w_pack, G, dh0 + b0 * P, P, True)
         fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
-        # dx = dG @ W_ih ; dW_ih = dG^T @ X ; dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; db = sum dG
-        dx_part(tid, nthr, T * B, I, G, gates, w_ih, dx)
-        tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-        tn_part(tid, nthr, G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
-        if T > 1:
-            tn_part(tid, nthr, G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
-                     dw_hh, P)
-        if proj:
-            # dW_hr = sum_t dh_t^T u_t
-            tn_part(tid, nthr, P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
-        if db != NULL:
-            colsum_part(tid, nthr, T * B, G, G, gates, db)
+        # dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; dW_ih = dG^T @ X ; dx = dG @ W_ih ;
+        # dW_hr = sum_t dh_t^T u_t (projection) ; db = sum dG: in parts, taken by free threads
+        while next_task(&tasks, parts, 5, 0, &op, &part):
+            if op == 0:
+                tn_part(part, parts[0], G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
+                if T > 1:
+                    tn_part(part, parts[0], G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
+                            dw_hh, P)
+            elif op == 1:
+                tn_part(part, parts[1], G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+            elif op == 2:
+                dx_part(part, parts[2], T * B, I, G, gates, w_ih, dx)
+            elif op == 3:
+                tn_part(part, parts[3], P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
+            else:
+                colsum_part(part, parts[4], T * B, G, G, gates, db)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -810,11 +870,22 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint act
+    cdef fc_tasks_t tasks
+    cdef int parts[6]
+    cdef int op, part
     cdef floating *g_t
     cdef floating *dgh_t
     cdef const floating *h_prev
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
+    # the hoisted products after the time loop, as tasks (see next_task), biggest first
+    parts[0] = n_threads
+    parts[1] = n_threads
+    parts[2] = n_threads
+    parts[3] = n_threads
+    parts[4] = n_threads if db_ih != NULL or db_hh != NULL else 0
+    parts[5] = n_threads if reset_after and db_hh != NULL else 0
+    fc_tasks_init(&tasks)
     prev_main = set_blas_threads(set_threads, 1)
     fc_barrier_init(&bar, n_threads)
     with parallel(num_threads=n_threads):
@@ -824,6 +895,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         # through pointers below, which Cython's privacy inference does not see)
         b0 = b1 = j0 = j1 = 0
         act = False
+        op = part = 0
         fc_barrier_set_n(&bar, nthr)
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         nj = j1 - j0
@@ -878,38 +950,42 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                     r = e
                 # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
                 pgemm(nb, 0, H, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
-        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
-        # dx = dG_x @ W_ih ; dW_ih = dG_x^T X
-        dx_part(tid, nthr, T * B, I, G, gates, w_ih, dx)
-        tn_part(tid, nthr, G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-        # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), times h_{t-1}.
-        tn_part(tid, nthr, 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0,
-                 dw_hh, H)
-        if T > 1:
-            tn_part(tid, nthr, 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H,
-                     1, dw_hh, H)
-        if reset_after:
-            # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
-            tn_part(tid, nthr, H, H, B if T > 0 else 0, hn, H, h0, H, 0,
-                     dw_hh + 2 * H * H, H)
-            if T > 1:
-                tn_part(tid, nthr, H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
-                         dw_hh + 2 * H * H, H)
-        else:
-            # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
-            tn_part(tid, nthr, H, H, T * B, gates + 2 * H, G, hn, H, 0,
-                     dw_hh + 2 * H * H, H)
-        # db_ih = colsum dG_x. db_hh's r and z parts are the same sums (and, classic, its n
-        # part too): copied from the columns of db_ih this thread summed, not summed again
-        if db_ih != NULL:
-            colsum_part(tid, nthr, T * B, G, G, gates, db_ih)
-        if db_hh != NULL:
-            if db_ih != NULL:
-                copy_part(tid, nthr, G, db_ih, db_hh, 2 * H if reset_after else G)
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products, in
+        # parts taken by free threads (see next_task)
+        while next_task(&tasks, parts, 6, 0, &op, &part):
+            if op == 0:
+                # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), x h_{t-1}
+                tn_part(part, parts[0], 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0, dw_hh,
+                        H)
+                if T > 1:
+                    tn_part(part, parts[0], 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H, 1,
+                            dw_hh, H)
+            elif op == 1 and reset_after:
+                # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
+                tn_part(part, parts[1], H, H, B if T > 0 else 0, hn, H, h0, H, 0,
+                        dw_hh + 2 * H * H, H)
+                if T > 1:
+                    tn_part(part, parts[1], H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
+                            dw_hh + 2 * H * H, H)
+            elif op == 1:
+                # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
+                tn_part(part, parts[1], H, H, T * B, gates + 2 * H, G, hn, H, 0,
+                        dw_hh + 2 * H * H, H)
+            elif op == 2:
+                tn_part(part, parts[2], G, I, T * B, gates, G, x, I, 0, dw_ih, I)   # dG_x^T X
+            elif op == 3:
+                dx_part(part, parts[3], T * B, I, G, gates, w_ih, dx)   # dx = dG_x @ W_ih
+            elif op == 4 and db_ih != NULL:
+                # db_ih = colsum dG_x. db_hh's r and z parts are the same sums (and, classic,
+                # its n part too): copied from the columns this task summed, not summed again
+                colsum_part(part, parts[4], T * B, G, G, gates, db_ih)
+                if db_hh != NULL:
+                    copy_part(part, parts[4], G, db_ih, db_hh, 2 * H if reset_after else G)
+            elif op == 4:
+                colsum_part(part, parts[4], T * B, 2 * H if reset_after else G, G, gates,
+                            db_hh)
             else:
-                colsum_part(tid, nthr, T * B, 2 * H if reset_after else G, G, gates, db_hh)
-            if reset_after:
-                colsum_part(tid, nthr, T * B, H, H, hn, db_hh + 2 * H)
+                colsum_part(part, parts[5], T * B, H, H, hn, db_hh + 2 * H)   # db_hh's n part
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -1027,6 +1103,10 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint act
+    cdef fc_tasks_t tasks
+    cdef int parts[4]
+    cdef int op, part
+    cdef long base
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
     if T == 0:
@@ -1044,6 +1124,12 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     t_defer = 0
     if I > 0 and B > 0 and pack_elems(H, H, dx) <= T * B * I:
         t_defer = (pack_elems(H, H, dx) + B * I - 1) // (B * I)
+    # each chunk's reductions, as tasks (see next_task): dW_hh, dW_ih, dx, db
+    parts[0] = n_threads
+    parts[1] = n_threads if I > 0 else 0
+    parts[2] = n_threads if I > 0 else 0
+    parts[3] = n_threads if db != NULL else 0
+    fc_tasks_init(&tasks)
     prev_main = set_blas_threads(set_threads, 1)
     fc_barrier_init(&bar, n_threads)
     with parallel(num_threads=n_threads):
@@ -1053,6 +1139,8 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         # through pointers below, which Cython's privacy inference does not see)
         b0 = b1 = j0 = j1 = 0
         act = False
+        op = part = 0
+        base = 0
         fc_barrier_set_n(&bar, nthr)
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         nj = j1 - j0
@@ -1087,28 +1175,32 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                         pgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_pack, H, dh0 + b0 * H, H, True)
                     else:
                         rgemm(nb, j0, j1, H, dg_t + b0 * H, H, w_hh, H, dh0 + b0 * H, H, True)
-            fc_barrier_wait(&bar)          # the chunk's dG is written: its reductions
+            fc_barrier_wait(&bar)          # the chunk's dG is written: its reductions, as tasks
             rows = (t_hi - t_lo) * B
-            # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], with h0 for t = 0
-            if t_lo > 0:
-                tn_part(tid, nthr, H, H, rows, dg_c, H, hs + (t_lo - 1) * BH, H,
-                          0 if t_hi == T else 1, dw_hh, H)
-            else:
-                tn_part(tid, nthr, H, H, B, dg_c, H, h0, H,
-                          0 if t_hi == T else 1, dw_hh, H)
-                if t_hi > 1:
-                    tn_part(tid, nthr, H, H, rows - B, dg_c + BH, H, hs, H, 1,
-                              dw_hh, H)
-            # dW_ih (+)= dG^T x[chunk] ; db (+)= colsum dG ; dx[chunk] = dG W_ih unless the
-            # packed W_hh is still in those rows of dx: while the chunk's dG is in cache
-            if I > 0:
-                tn_part(tid, nthr, H, I, rows, dg_c, H, x + t_lo * B * I, I,
-                          0 if t_hi == T else 1, dw_ih, I)
-                if t_lo >= t_defer:
-                    dx_part(tid, nthr, rows, I, H, dg_c, w_ih, dx + t_lo * B * I)
-                    t_dx = t_lo
-            if db != NULL:
-                colsum_part(tid, nthr, rows, H, H, dg_c, db, t_hi != T)
+            while next_task(&tasks, parts, 4, base, &op, &part):
+                if op == 0:
+                    # dW_hh (+)= dG_t^T h_{t-1}: h_{t-1} is hs[t_lo-1 .. t_hi-2], h0 for t = 0
+                    if t_lo > 0:
+                        tn_part(part, parts[0], H, H, rows, dg_c, H, hs + (t_lo - 1) * BH, H,
+                                0 if t_hi == T else 1, dw_hh, H)
+                    else:
+                        tn_part(part, parts[0], H, H, B, dg_c, H, h0, H,
+                                0 if t_hi == T else 1, dw_hh, H)
+                        if t_hi > 1:
+                            tn_part(part, parts[0], H, H, rows - B, dg_c + BH, H, hs, H, 1,
+                                    dw_hh, H)
+                # dW_ih (+)= dG^T x[chunk] ; dx[chunk] = dG W_ih unless the packed W_hh is
+                # still in those rows of dx ; db (+)= colsum dG: while the chunk's dG is in cache
+                elif op == 1:
+                    tn_part(part, parts[1], H, I, rows, dg_c, H, x + t_lo * B * I, I,
+                            0 if t_hi == T else 1, dw_ih, I)
+                elif op == 2 and t_lo >= t_defer:
+                    dx_part(part, parts[2], rows, I, H, dg_c, w_ih, dx + t_lo * B * I)
+                elif op == 3:
+                    colsum_part(part, parts[3], rows, H, H, dg_c, db, t_hi != T)
+            base = task_base(base, parts, 4, nthr)
+            if I > 0 and t_lo >= t_defer:
+                t_dx = t_lo
             fc_barrier_wait(&bar)          # the chunk's h_t are dead: the next chunk's dG
             t_hi = t_lo
         # the deferred dx[0 : t_dx] = dG @ W_ih, from the two places dG is in: steps [0, rest)
