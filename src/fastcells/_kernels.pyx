@@ -385,8 +385,8 @@ cdef inline bint dx_in_place(idx N, const floating *like) noexcept nogil:
 # taken by whichever thread is free. A thread that lags (its vCPU slowed by the host, or a
 # longer time loop) takes fewer. Paired against the static split: training charrnn LSTM 0.964,
 # GRU 0.977; medium LSTM 0.976, GRU 0.950; large GRU 0.975, LSTM 0.991; small shapes 1.004,
-# 1.007 (neutral). With 4 parts per thread instead, the small shapes took 1.03-1.10x: each part
-# of an A^T B product streams all of B again.
+# 1.007 (neutral). With 4 parts per thread instead, the small shapes took 1.03-1.10x (likely
+# because every part of an A^T B product streams all of B again; not measured separately).
 cdef inline bint next_task(fc_tasks_t *q, const int *parts, int n_ops, long base, int *op,
                            int *part) noexcept nogil:
     """Take the next task of a phase of n_ops products of parts[k] parts each: its product (op)
