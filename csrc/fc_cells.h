@@ -10,7 +10,7 @@ extern "C" {
 void fc_lstm_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h);
 void fc_lstm_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc);
 void fc_gru_fwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save);
-void fc_gru_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh);
+void fc_gru_bwd_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, float *hn, const float *h_prev, const float *dy, float *dh);
 void fc_gru1_fwd_a_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh);
 void fc_gru1_fwd_b_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h);
 void fc_gru1_bwd_a_f32(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, float *gates, const float *h_prev, const float *dy, float *dh);
@@ -31,7 +31,7 @@ ptrdiff_t fc_packed_panel_width_f32(void);
 void fc_lstm_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *bias, const double *c_prev, double *c, double *h);
 void fc_lstm_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc);
 void fc_gru_fwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save);
-void fc_gru_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh);
+void fc_gru_bwd_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, double *hn, const double *h_prev, const double *dy, double *dh);
 void fc_gru1_fwd_a_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh);
 void fc_gru1_fwd_b_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h);
 void fc_gru1_bwd_a_f64(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg, ptrdiff_t ldh, double *gates, const double *h_prev, const double *dy, double *dh);

@@ -138,17 +138,16 @@ FC_CLONES void FC_SFX(fc_gru_fwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrd
 }
 
 /* GRU backward of one step. gates: in = saved r, z, n; out = d(x pre-activations) [dr, dz, dn].
- * hn: in = saved h W_hn^T + b_hn; out = d(h W_hn^T + b_hn) = dn * r. dgh (rows, 3H): out =
- * d(h W_hh^T) = [dr, dz, dn*r], the operand of the per-step GEMM. dh: in = recurrent dL/dh_t;
- * out = the direct part of dL/dh_{t-1}, z * dh_t (the GEMM adds dgh W_hh with beta = 1). */
+ * hn: in = saved h W_hn^T + b_hn; out = d(h W_hn^T + b_hn) = dn * r. d(h W_hh^T) is then
+ * [dr, dz] (in gates) | dn * r (in hn): the per-step GEMM reads it there. dh: in = recurrent
+ * dL/dh_t; out = the direct part of dL/dh_{t-1}, z * dh_t (the GEMM adds to it). */
 FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrdiff_t ldg,
-    ptrdiff_t ldh, FC_REAL *gates, FC_REAL *hn, FC_REAL *dgh, const FC_REAL *h_prev,
-    const FC_REAL *dy, FC_REAL *dh)
+    ptrdiff_t ldh, FC_REAL *gates, FC_REAL *hn, const FC_REAL *h_prev, const FC_REAL *dy,
+    FC_REAL *dh)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         FC_REAL *gr = gates + r * ldg, *gz = gr + H, *gn = gz + H;
         FC_REAL *hnr = hn + r * ldh, *dhr = dh + r * ldh;
-        FC_REAL *dr_ = dgh + r * ldg, *dz_ = dr_ + H, *dn_ = dz_ + H;
         const FC_REAL *hp = h_prev + r * ldh;
         const FC_REAL *dyr = dy ? dy + r * ldh : dh + r * ldh;
         const int has_dy = dy != NULL;
@@ -161,7 +160,6 @@ FC_CLONES void FC_SFX(fc_gru_bwd)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t H, ptrd
             FC_REAL daz = dht * (hp[j] - ng) * zg * (FC_C1 - zg);
             FC_REAL dhn = dan * rg;
             gr[j] = dar; gz[j] = daz; gn[j] = dan;
-            dr_[j] = dar; dz_[j] = daz; dn_[j] = dhn;
             hnr[j] = dhn;
             dhr[j] = dht * zg;
         }

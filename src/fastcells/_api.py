@@ -579,7 +579,7 @@ def gru_backward(dy, dh_n, ws):
     dw_hh, w_pack = _grad_and_pack(3 * H, H, dtype)
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
-    dgh = _empty64((2, B, 3 * H), dtype)
+    dgh = None if ws.reset_after else _empty64((B, H), dtype)   # classic: d(r*h) of a step
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 3 * H * (I + H), B, H, 3, H,
                                dtype.itemsize, hidden_ok=ws.reset_after)
     with blas_fallback_limit(nt):

@@ -500,7 +500,7 @@ cdef int64_t gru_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint reset_after
     c[G_GATES] = (TB if training else <double>B) * G * H
     c[G_HN] = TB * H if training else (0 if reset_after else <double>B * H)
     c[G_HS] = TB * H if training else 0
-    c[G_DGH] = 2.0 * B * G * H if training else 0      # backward scratch
+    c[G_DGH] = (0 if reset_after else <double>B * H) if training else 0   # classic bwd: d(r*h)
     c[G_HBUF] = 0 if training else <double>B * H
     return serves_inference(carve(c, G_N, itemsize, off),
                             gru_ws(T, B, I, H, reset_after, False, itemsize, tmp) if training

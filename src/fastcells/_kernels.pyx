@@ -68,7 +68,7 @@ cdef extern from "fc_cells.h" nogil:
     void fc_lstm_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *bias, const float *c_prev, float *c, float *h)
     void fc_lstm_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *c, const float *c_prev, const float *dy, float *dh, float *dc)
     void fc_gru_fwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h, float *hn_save)
-    void fc_gru_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, float *hn, float *dgh, const float *h_prev, const float *dy, float *dh)
+    void fc_gru_bwd_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, float *hn, const float *h_prev, const float *dy, float *dh)
     void fc_gru1_fwd_a_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *rh)
     void fc_gru1_fwd_b_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gx, const float *gh, const float *b_ih, const float *b_hh, const float *h_prev, float *h)
     void fc_gru1_bwd_a_f32(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, float *gates, const float *h_prev, const float *dy, float *dh)
@@ -81,7 +81,7 @@ cdef extern from "fc_cells.h" nogil:
     void fc_lstm_fwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *bias, const double *c_prev, double *c, double *h)
     void fc_lstm_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *c, const double *c_prev, const double *dy, double *dh, double *dc)
     void fc_gru_fwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h, double *hn_save)
-    void fc_gru_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, double *hn, double *dgh, const double *h_prev, const double *dy, double *dh)
+    void fc_gru_bwd_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, double *hn, const double *h_prev, const double *dy, double *dh)
     void fc_gru1_fwd_a_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *rh)
     void fc_gru1_fwd_b_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gx, const double *gh, const double *b_ih, const double *b_hh, const double *h_prev, double *h)
     void fc_gru1_bwd_a_f64(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t H, Py_ssize_t ldg, Py_ssize_t ldh, double *gates, const double *h_prev, const double *dy, double *dh)
@@ -134,12 +134,12 @@ cdef inline void pw_gru_fwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *
         fc_gru_fwd_f64(rows, n, H, ldg, ldh, gx, gh, b_ih, b_hh, h_prev, h, hn_save)
 
 cdef inline void pw_gru_bwd(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gates,
-                            floating *hn, floating *dgh, const floating *h_prev,
+                            floating *hn, const floating *h_prev,
                             const floating *dy, floating *dh) noexcept nogil:
     if floating is float:
-        fc_gru_bwd_f32(rows, n, H, ldg, ldh, gates, hn, dgh, h_prev, dy, dh)
+        fc_gru_bwd_f32(rows, n, H, ldg, ldh, gates, hn, h_prev, dy, dh)
     else:
-        fc_gru_bwd_f64(rows, n, H, ldg, ldh, gates, hn, dgh, h_prev, dy, dh)
+        fc_gru_bwd_f64(rows, n, H, ldg, ldh, gates, hn, h_prev, dy, dh)
 
 cdef inline void pw_gru1_fwd_a(idx rows, idx n, idx H, idx ldg, idx ldh, floating *gx,
                                const floating *gh, const floating *b_ih, const floating *b_hh,
@@ -862,9 +862,9 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     # gates (T,B,3H): in = saved r,z,n; out = dG_x = d(x-side pre-activations) (consumed).
     # hn (T,B,H): reset_after: in = saved h W_hn^T + b_hn, out = its gradient dn*r (consumed);
     #   classic: saved r*h_{t-1} (read only).
-    # dgh (2,B,3H) scratch: reset_after: d(h W_hh^T) of the step, double-buffered by step parity
-    #   (with n_cols > 1 a thread may write step t-1's while another still reads step t's);
-    #   classic: d(r*h) as (B,H). w_pack (packed_size(3H, H)) scratch = W_hh packed.
+    # dgh: classic (B,H) scratch = d(r*h); reset_after NULL (the step GEMM reads d(h W_hh^T) =
+    #   [dr, dz] | dn*r where the pointwise pass leaves it, in gates and hn).
+    # w_pack (packed_size(3H, H)) scratch = W_hh packed.
     # hs (T,B,H) saved h_t. dy, dh_n may be NULL.
     cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
     cdef int tid, nthr, nc, prev_local, prev_main
@@ -874,7 +874,6 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     cdef int parts[6]
     cdef int op, part
     cdef floating *g_t
-    cdef floating *dgh_t
     cdef const floating *h_prev
     cdef const floating *dy_t
     copy_or_zero(dh0, dh_n, BH)
@@ -907,27 +906,28 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
             g_t = gates + t * B * G
             h_prev = hs + (t - 1) * BH if t > 0 else h0
             dy_t = dy + t * BH if dy != NULL else NULL
-            dgh_t = dgh + (t % 2) * B * G
             if reset_after:
                 r = b0
                 while r < b1 and nj > 0:
                     e = run_end(lengths, t, r, b1, &act)
                     if act:
                         pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                   hn + t * BH + r * H + j0, dgh_t + r * G + j0,
-                                   h_prev + r * H + j0,
+                                   hn + t * BH + r * H + j0, h_prev + r * H + j0,
                                    dy_t + r * H + j0 if dy_t != NULL else NULL,
                                    dh0 + r * H + j0)
                     else:
                         zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
                         zero_block(hn + t * BH + r * H + j0, e - r, nj, H)
-                        zero_gate_block(dgh_t + r * G + j0, e - r, nj, H, 3, G)
                     r = e
                 if nc > 1:
                     fc_barrier_wait(&bar)
-                # dh_{t-1}[block] = z * dh_t (written above) + dgh[rows] @ W_hh[:, cols]
+                # dh_{t-1}[block] = z * dh_t (written above) + d(h W_hh^T)[rows] @ W_hh[:, cols],
+                # d(h W_hh^T) = [dr, dz] (gates' first 2H columns) | dn * r (in hn): two
+                # products on rows 0..2H and 2H..3H of the packed W_hh
                 if nb > 0 and nj > 0:
-                    pgemm(nb, j0, j1, G, dgh_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
+                    pgemm(nb, j0, j1, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
+                    pgemm(nb, j0, j1, H, hn + t * BH + b0 * H, H,
+                          w_pack + 2 * H * pack_width(w_pack), G, dh0 + b0 * H, H, True)
             elif nb > 0:
                 r = b0
                 while r < b1:
