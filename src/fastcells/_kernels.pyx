@@ -375,6 +375,17 @@ cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx
         fc_barrier_wait(bar)
 
 
+cdef inline void tn_states(int part, int parts, idx M, idx N, idx T, idx B, const floating *A,
+                           idx lda, const floating *h0, const floating *hs,
+                           floating *C) noexcept nogil:
+    """Rows [M*part/parts, M*(part+1)/parts) of C (M,N) = sum_t A_t^T h_{t-1}, a weight
+    gradient against the previous states: A (T*B, M), row stride lda, step t's rows at
+    A + t*B*lda; h_{-1} = h0 (B,N), h_{t-1} = hs[t-1] of hs (T,B,N)."""
+    tn_part(part, parts, M, N, B if T > 0 else 0, A, lda, h0, N, 0, C, N)
+    if T > 1:
+        tn_part(part, parts, M, N, (T - 1) * B, A + B * lda, lda, hs, N, 1, C, N)
+
+
 cdef inline bint dx_in_place(idx N, const floating *like) noexcept nogil:
     """Whether dx_part's product with N columns runs on the per-step kernel (else BLAS)."""
     return 0 < N <= 2 * pack_width(like) and N % pack_width(like) == 0
@@ -706,10 +717,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         # dW_hr = sum_t dh_t^T u_t (projection) ; db = sum dG: in parts, taken by free threads
         while next_task(&tasks, parts, 5, 0, &op, &part):
             if op == 0:
-                tn_part(part, parts[0], G, P, B if T > 0 else 0, gates, G, h0, P, 0, dw_hh, P)
-                if T > 1:
-                    tn_part(part, parts[0], G, P, (T - 1) * B, gates + B * G, G, hs, P, 1,
-                            dw_hh, P)
+                tn_states(part, parts[0], G, P, T, B, gates, G, h0, hs, dw_hh)
             elif op == 1:
                 tn_part(part, parts[1], G, I, T * B, gates, G, x, I, 0, dw_ih, I)
             elif op == 2:
@@ -955,18 +963,10 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         while next_task(&tasks, parts, 6, 0, &op, &part):
             if op == 0:
                 # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), x h_{t-1}
-                tn_part(part, parts[0], 2 * H, H, B if T > 0 else 0, gates, G, h0, H, 0, dw_hh,
-                        H)
-                if T > 1:
-                    tn_part(part, parts[0], 2 * H, H, (T - 1) * B, gates + B * G, G, hs, H, 1,
-                            dw_hh, H)
+                tn_states(part, parts[0], 2 * H, H, T, B, gates, G, h0, hs, dw_hh)
             elif op == 1 and reset_after:
                 # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
-                tn_part(part, parts[1], H, H, B if T > 0 else 0, hn, H, h0, H, 0,
-                        dw_hh + 2 * H * H, H)
-                if T > 1:
-                    tn_part(part, parts[1], H, H, (T - 1) * B, hn + BH, H, hs, H, 1,
-                            dw_hh + 2 * H * H, H)
+                tn_states(part, parts[1], H, H, T, B, hn, H, h0, hs, dw_hh + 2 * H * H)
             elif op == 1:
                 # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
                 tn_part(part, parts[1], H, H, T * B, gates + 2 * H, G, hn, H, 0,
