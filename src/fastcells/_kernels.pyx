@@ -332,17 +332,13 @@ cdef inline void gates_pgemm(idx nb, idx j0, idx j1, idx H, int n_gates, idx K,
 # stay with BLAS.
 cdef double TN_MAX_BYTES = 1.5 * 1024 * 1024
 
-cdef inline bint tn_kernel(idx M, idx N, idx K, const floating *like) noexcept nogil:
-    """Whether tn_part's C (M,N) = A^T B over K rows runs on the A^T B kernel (else BLAS)."""
-    return N % pack_width(like) == 0 and <double>K * (M + N) * sizeof(floating) <= TN_MAX_BYTES
-
 cdef inline void tn_part(int part, int parts, idx M, idx N, idx K, const floating *A, idx lda,
                          const floating *Bm, idx ldb, floating beta, floating *C,
                          idx ldc) noexcept nogil:
     """Rows [M*part/parts, M*(part+1)/parts) of C = A^T @ Bm + beta C, A (K, M) with row stride
     lda, Bm (K, N) with row stride ldb; beta 0 or 1."""
     cdef idx r0, r1
-    if not tn_kernel(M, N, K, C):
+    if N % pack_width(C) != 0 or <double>K * (M + N) * sizeof(floating) > TN_MAX_BYTES:
         gemm_part(part, parts, True, False, M, N, K, A, lda, Bm, ldb, beta, C, ldc)
         return
     r0 = slice_start(M, parts, part)
@@ -386,11 +382,6 @@ cdef inline void tn_states(int part, int parts, idx M, idx N, idx T, idx B, cons
         tn_part(part, parts, M, N, (T - 1) * B, A + B * lda, lda, hs, N, 1, C, N)
 
 
-cdef inline bint dx_in_place(idx N, const floating *like) noexcept nogil:
-    """Whether dx_part's product with N columns runs on the per-step kernel (else BLAS)."""
-    return 0 < N <= 2 * pack_width(like) and N % pack_width(like) == 0
-
-
 # The hoisted products of a backward are tasks (fc_tasks_t): each product in n_threads parts (as
 # the static split by thread had them, so the same bits), products in order of size, each task
 # taken by whichever thread is free. A thread that lags (its vCPU slowed by the host, or a
@@ -429,8 +420,8 @@ cdef inline void dx_part(int part, int parts, idx M, idx N, idx K, const floatin
     (the backward's dx = dG @ W_ih). When N is a multiple of the panel width the per-step
     kernel reads Bm in place (rgemm; it streams A once per panel of N, so only up to two
     panels); otherwise BLAS, which copies A and Bm first."""
-    cdef idx r0, r1
-    if dx_in_place(N, C):
+    cdef idx r0, r1, w = pack_width(C)
+    if 0 < N <= 2 * w and N % w == 0:
         r0 = slice_start(M, parts, part)
         r1 = slice_start(M, parts, part + 1)
         if r1 > r0:
