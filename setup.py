@@ -22,7 +22,11 @@ PUBLIC_HEADERS = ["fastcells.h", "fc_cells.h"]
 def compile_flags():
     if sys.platform == "win32":
         return ["/O2", "/openmp"], []
-    cflags = ["-O3", "-fno-math-errno", "-Wno-unused-function",
+    # -fno-trapping-math: values unchanged (no FP exception flags are read anywhere); without
+    # it GCC will not if-convert a branch holding a division (tanh's large-|x| side) without
+    # AVX-512 masks, so the AVX2 and SSE2 clones of the activations and pointwise passes stayed
+    # scalar (measured on an AVX2 EPYC: sigmoid 6 ns per value).
+    cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function",
               "-Werror=implicit-function-declaration"]
     lflags = []
     if not os.environ.get("FASTCELLS_NO_OPENMP"):
@@ -51,6 +55,7 @@ extensions = [
     Extension("fastcells._floor", ["src/fastcells/_floor.pyx"], **common),
     Extension("fastcells._kernels", ["src/fastcells/_kernels.pyx", "csrc/fc_cells.c"],
               depends=["csrc/fc_cells.h", "csrc/fc_cells_impl.h", "csrc/fc_activations.h",
+                       "csrc/fc_gemm_impl.h", "csrc/fc_ukr_impl.h",
                        "csrc/fc_sync.h", "csrc/fastcells.h", "src/fastcells/_capi.pxi",
                        "src/fastcells/capi.pxd"],
               **dict(common, define_macros=common["define_macros"]

@@ -101,6 +101,7 @@ static inline FC_REAL FC_SFX(fc_exp)(FC_REAL x)
                  << FC_MANT_BITS;
     memcpy(&scale, &scale_bits, sizeof scale);
     FC_REAL p = FC_SFX(fc_exp_c)[0];
+#pragma GCC unroll 16
     for (int i = 1; i < FC_NC(FC_SFX(fc_exp_c)); i++)
         p = p * r + FC_SFX(fc_exp_c)[i];
     FC_REAL res = (p * scale) * FC_C(2.0);
@@ -119,6 +120,7 @@ static inline FC_REAL FC_SFX(fc_tanh)(FC_REAL x)
     FC_REAL a = x < FC_C(0.0) ? -x : x;                     /* |x|, NaN stays NaN */
     FC_REAL u = x * x;
     FC_REAL p = FC_SFX(fc_tanh_c)[0];
+#pragma GCC unroll 16
     for (int i = 1; i < FC_NC(FC_SFX(fc_tanh_c)); i++)
         p = p * u + FC_SFX(fc_tanh_c)[i];
     FC_REAL small = x * p;                                  /* keeps the sign of +-0 */

@@ -123,282 +123,43 @@ void FC_SFX(fc_pack_b)(ptrdiff_t K, ptrdiff_t N, const FC_REAL *src, ptrdiff_t r
 }
 #undef FC_PACK_KB
 
-/* C (mr x FC_NR, row stride ldc) (+)= A (mr x kc) @ B (kc x FC_NR): A[r][k] at A[r*ars + k*acs]
- * (the packed GEMM: ars = lda, acs = 1; the weight gradient A^T B: ars = 1, acs = lda), B's row
- * k at bp + k*bs (a panel slice: bs = FC_NR; rows in place: their stride). The strides are
- * constants where it is inlined into the packed GEMM, so its loop is as if written for them.
- * Meanwhile it prefetches into L2 from pf (NULL: nothing): with pf_shift < 0 the whole kc x FC_NR
- * slice at pf (two 64-byte lines per k), else one line per 2^pf_shift k (ceil(kc / 2^pf_shift)
- * consecutive lines). Each variant is its own loop: a test inside the k loop cost 6-16% when the
- * panel is in L1/L2. */
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr)(const int MR, int mr, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t ars,
-               ptrdiff_t acs, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C, ptrdiff_t ldc,
-               int accumulate, const FC_REAL *pf, int pf_shift)
-{
-    typedef FC_SFX(fc_vec) vec;
-    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    vec c0[8], c1[8];
-    for (int r = 0; r < MR; r++) {
-        if (r < mr && accumulate) {
-            __builtin_memcpy(&c0[r], C + r * ldc, sizeof(vec));
-            __builtin_memcpy(&c1[r], C + r * ldc + V, sizeof(vec));
-        } else {
-            c0[r] = (vec){0};
-            c1[r] = (vec){0};
-        }
-    }
-#define FC_UKR_STEP(k)                                                                          \
-    do {                                                                                        \
-        vec b0, b1;                                                                             \
-        __builtin_memcpy(&b0, bp + (k) * bs, sizeof(vec));                                      \
-        __builtin_memcpy(&b1, bp + (k) * bs + V, sizeof(vec));                                  \
-        for (int r = 0; r < MR; r++) {                                                          \
-            if (r < mr) {                                                                       \
-                FC_REAL a = A[r * ars + (k) * acs];                                             \
-                c0[r] += a * b0;                                                                \
-                c1[r] += a * b1;                                                                \
-            }                                                                                   \
-        }                                                                                       \
-    } while (0)
-    const char *pfc = (const char *)pf;     /* a panel row is 128 bytes: 2 lines of 64 */
-    if (pf == NULL) {
-        for (ptrdiff_t k = 0; k < kc; k++)
-            FC_UKR_STEP(k);
-    } else if (pf_shift < 0) {
-        for (ptrdiff_t k = 0; k < kc; k++) {
-            __builtin_prefetch(pfc + k * 128, 0, 2);
-            __builtin_prefetch(pfc + k * 128 + 64, 0, 2);
-            FC_UKR_STEP(k);
-        }
-    } else if (pf_shift == 0) {
-        for (ptrdiff_t k = 0; k < kc; k++) {
-            __builtin_prefetch(pfc + k * 64, 0, 2);
-            FC_UKR_STEP(k);
-        }
-    } else {
-        const ptrdiff_t s = (ptrdiff_t)1 << pf_shift;
-        for (ptrdiff_t k0 = 0; k0 < kc; k0 += s) {
-            ptrdiff_t k1 = k0 + s < kc ? k0 + s : kc;
-            __builtin_prefetch(pfc + (k0 >> pf_shift) * 64, 0, 2);
-            for (ptrdiff_t k = k0; k < k1; k++)
-                FC_UKR_STEP(k);
-        }
-    }
-#undef FC_UKR_STEP
-    for (int r = 0; r < MR; r++) {
-        if (r < mr) {
-            __builtin_memcpy(C + r * ldc, &c0[r], sizeof(vec));
-            __builtin_memcpy(C + r * ldc + V, &c1[r], sizeof(vec));
-        }
-    }
-}
-
-/* One row (M = 1, batch-1 inference and latency): a chain of FMAs into one accumulator pair
- * would wait on FMA latency, so four k-interleaved pairs are summed at the end. B's row k at
- * bp + k*bs, as in fc_ukr. */
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr1)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C,
-                int accumulate)
-{
-    typedef FC_SFX(fc_vec) vec;
-    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    vec c0[4] = {{0}}, c1[4] = {{0}}, b0, b1;
-    ptrdiff_t k = 0;
-    for (; k + 4 <= kc; k += 4) {
-        for (int u = 0; u < 4; u++) {
-            __builtin_memcpy(&b0, bp + (k + u) * bs, sizeof(vec));
-            __builtin_memcpy(&b1, bp + (k + u) * bs + V, sizeof(vec));
-            c0[u] += A[k + u] * b0;
-            c1[u] += A[k + u] * b1;
-        }
-    }
-    for (; k < kc; k++) {
-        __builtin_memcpy(&b0, bp + k * bs, sizeof(vec));
-        __builtin_memcpy(&b1, bp + k * bs + V, sizeof(vec));
-        c0[0] += A[k] * b0;
-        c1[0] += A[k] * b1;
-    }
-    c0[0] = (c0[0] + c0[1]) + (c0[2] + c0[3]);
-    c1[0] = (c1[0] + c1[1]) + (c1[2] + c1[3]);
-    if (accumulate) {
-        __builtin_memcpy(&b0, C, sizeof(vec));
-        __builtin_memcpy(&b1, C + V, sizeof(vec));
-        c0[0] += b0;
-        c1[0] += b1;
-    }
-    __builtin_memcpy(C, &c0[0], sizeof(vec));
-    __builtin_memcpy(C + V, &c1[0], sizeof(vec));
-}
-
-/* fc_ukr1 on two adjacent panels at once (bp and bp + FC_NR), with B read in place: each
- * panel's sums in the same order as fc_ukr1, so the same bits. One panel at a time, the two
- * loads per row k of a power-of-two row stride ran at 0.94x (H = 128), 0.86x (256) and 0.66x
- * (512) of the packed walk's speed (M = 1, B in L2, one thread); four loads per row, 1.04x,
- * 0.99x, 0.85x. */
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr1x2)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C,
-                  int accumulate)
-{
-    typedef FC_SFX(fc_vec) vec;
-    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    vec c[4][4] = {{{0}}}, b[4];
-    ptrdiff_t k = 0;
-    for (; k + 4 <= kc; k += 4) {
-        for (int u = 0; u < 4; u++) {
-            for (int q = 0; q < 4; q++)
-                __builtin_memcpy(&b[q], bp + (k + u) * bs + q * V, sizeof(vec));
-            for (int q = 0; q < 4; q++)
-                c[q][u] += A[k + u] * b[q];
-        }
-    }
-    for (; k < kc; k++) {
-        for (int q = 0; q < 4; q++)
-            __builtin_memcpy(&b[q], bp + k * bs + q * V, sizeof(vec));
-        for (int q = 0; q < 4; q++)
-            c[q][0] += A[k] * b[q];
-    }
-    for (int q = 0; q < 4; q++) {
-        c[q][0] = (c[q][0] + c[q][1]) + (c[q][2] + c[q][3]);
-        if (accumulate) {
-            __builtin_memcpy(&b[q], C + q * V, sizeof(vec));
-            c[q][0] += b[q];
-        }
-        __builtin_memcpy(C + q * V, &c[q][0], sizeof(vec));
-    }
-}
-
-/* fc_ukr1x2 for B rows that start s elements (0 < s < V) past a 64-byte boundary, all of them
- * (the row stride a multiple of 64 bytes): a 64-byte load there always splits two cache lines,
- * and the in-place walk ran 1.10-1.24x the packed walk's time (16-byte offset, H = 128, 256).
- * Instead, five aligned loads per row cover columns [-s, 5V - s) of the two panels, their
- * products are summed lane by lane exactly as fc_ukr1x2 sums them, and the lanes are shifted
- * back by s at the end: the same bits. The window of the matrix's first row would start before
- * the matrix and the last row's end after it: with `first` (`last`) set, local row 0 (kc - 1)
- * is that row, and its outer vector is assembled from the row's own elements instead (the
- * lanes outside the matrix are zero and do not reach C). */
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_ukr1x2s)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs, int s,
-                   FC_REAL *C, int accumulate, int first, int last)
-{
-    typedef FC_SFX(fc_vec) vec;
-    const int V = (int)(sizeof(vec) / sizeof(FC_REAL));
-    FC_REAL out[5 * (64 / sizeof(FC_REAL))] __attribute__((aligned(64)));
-    vec c[5][4] = {{{0}}}, b[5];
-    const FC_REAL *w = bp - s;               /* the aligned window of local row 0 */
-    /* the outer vectors of the first and last rows, assembled (lanes outside the matrix 0):
-     * row 0's lanes s..V-1 are its first V - s elements, row kc-1's lanes 0..s-1 its last s */
-    FC_REAL t0[64 / sizeof(FC_REAL)] __attribute__((aligned(64))) = {0};
-    FC_REAL t4[64 / sizeof(FC_REAL)] __attribute__((aligned(64))) = {0};
-    if (first)
-        __builtin_memcpy(t0 + s, bp, (size_t)(V - s) * sizeof(FC_REAL));
-    if (last)
-        __builtin_memcpy(t4, bp + (kc - 1) * bs + 4 * V - s, (size_t)s * sizeof(FC_REAL));
-#define FC_UKR1X2S_ROW(k, u, edge)                                                              \
-    do {                                                                                        \
-        const FC_REAL *r0 = w + (k) * bs, *r4 = w + (k) * bs + 4 * V;                           \
-        if (edge) {                                                                             \
-            r0 = (k) == 0 && first ? t0 : r0;                                                   \
-            r4 = (k) == kc - 1 && last ? t4 : r4;                                               \
-        }                                                                                       \
-        __builtin_memcpy(&b[0], r0, sizeof(vec));                                               \
-        for (int q = 1; q < 4; q++)                                                             \
-            __builtin_memcpy(&b[q], w + (k) * bs + q * V, sizeof(vec));                         \
-        __builtin_memcpy(&b[4], r4, sizeof(vec));                                               \
-        for (int q = 0; q < 5; q++)                                                             \
-            c[q][u] += A[k] * b[q];                                                             \
-    } while (0)
-    ptrdiff_t k = 0;
-    for (; k + 4 <= kc; k += 4) {
-        if ((first && k == 0) || (last && k + 4 == kc)) {
-            for (int u = 0; u < 4; u++)
-                FC_UKR1X2S_ROW(k + u, u, 1);
-        } else {
-            for (int u = 0; u < 4; u++)
-                FC_UKR1X2S_ROW(k + u, u, 0);
-        }
-    }
-    for (; k < kc; k++)
-        FC_UKR1X2S_ROW(k, 0, 1);
-#undef FC_UKR1X2S_ROW
-    for (int q = 0; q < 5; q++) {
-        c[q][0] = (c[q][0] + c[q][1]) + (c[q][2] + c[q][3]);
-        __builtin_memcpy(out + q * V, &c[q][0], sizeof(vec));
-    }
-    for (int j = 0; j < 4 * V; j++)
-        C[j] = accumulate ? out[s + j] + C[j] : out[s + j];
-}
-
-/* Rows [0, M) x one panel's columns [c0, c1) (c0, c1 relative to the panel; a partial panel
- * goes through a tile so that nothing outside [c0, c1) of C is read or written). The panel's
- * row k is at bp + k*bs: bs = FC_NR in the packed layout, the matrix's row stride when B is
- * read in place (fc_gemm_rows).
- *
- * While the row tiles run on this panel slice, they prefetch the next one (`next`, or NULL) into
- * L2, so that slice is not waited for when the weights live in L3 (large H: 88% of LSTM
- * inference in this kernel, its hottest instructions the panel loads). The prefetches are spread
- * over the first n row tiles (n = nt for nt = 2, 3 tiles, else nt / 2): 2s of them (s = the
- * largest power of two with 2s <= n) each fetch 1/(2s) of the slice's 2 kc lines, one line per
- * s k-steps. Issuing the whole slice from the first tile (two lines per k, as before) ran out of
- * line-fill buffers; spreading it over all tiles left the last lines too little lead time when
- * L3 was contended. Measured on the 2-core Xeon, single thread (W in L3): 32 x 4096 x 1024
- * 134 -> 153 GFLOP/s, 32 x 2048 x 512 145 -> 166; cache-resident shapes unchanged. Two threads,
- * LSTM-inference-like steps (paired, 4 x 30 calls): batch 64 medium 0.92-0.98x the time, large
- * 0.86-0.97x, batch 32 at H = 512 0.90x. */
-static inline __attribute__((always_inline)) void
-FC_SFX(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
-                 const FC_REAL *bp, ptrdiff_t bs, FC_REAL *C, ptrdiff_t ldc, int accumulate,
-                 int c0, int c1, const FC_REAL *next)
-{
-    FC_REAL tile[8 * (128 / sizeof(FC_REAL))] __attribute__((aligned(64)));
-    if (M == 1) {
-        FC_REAL *dst = C;
-        if (c0 != 0 || c1 != FC_NR) {
-            for (int j = c0; j < c1; j++)
-                tile[j] = accumulate ? C[j - c0] : 0;
-            dst = tile;
-        }
-        FC_SFX(fc_ukr1)(kc, A, bp, bs, dst, accumulate);
-        if (dst == tile)
-            for (int j = c0; j < c1; j++)
-                C[j - c0] = tile[j];
-        return;
-    }
-    ptrdiff_t n = (M + MR - 1) / MR, pf_tiles = 1, pf_lines = 0;  /* n: row tiles, then */
-    int pf_shift = -1;                       /* those that prefetch; one: the whole slice */
-    if (n >= 4)
-        n /= 2;                              /* prefetch during the first half of the tiles */
-    if (n >= 2) {
-        pf_shift = 0;
-        while ((ptrdiff_t)4 << pf_shift <= n)
-            pf_shift++;
-        pf_tiles = (ptrdiff_t)2 << pf_shift;
-        pf_lines = (kc + ((ptrdiff_t)1 << pf_shift) - 1) >> pf_shift;   /* per tile */
-    }
-    for (ptrdiff_t m = 0; m < M; m += MR) {
-        int mr = M - m < MR ? (int)(M - m) : MR;
-        const FC_REAL *a = A + m * lda;
-        FC_REAL *c = C + m * ldc;
-        ptrdiff_t ti = m / MR;
-        const FC_REAL *pf = next != NULL && ti < pf_tiles
-            ? (const FC_REAL *)((const char *)next + ti * pf_lines * 64) : NULL;
-        if (c0 == 0 && c1 == FC_NR) {
-            if (mr == MR)
-                FC_SFX(fc_ukr)(MR, MR, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
-            else
-                FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
-        } else {
-            for (int r = 0; r < mr; r++)
-                for (int j = c0; j < c1; j++)
-                    tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
-            FC_SFX(fc_ukr)(MR, mr, kc, a, lda, 1, bp, bs, tile, FC_NR, accumulate, pf,
-                           pf_shift);
-            for (int r = 0; r < mr; r++)
-                for (int j = c0; j < c1; j++)
-                    c[r * ldc + j - c0] = tile[r * FC_NR + j];
-        }
-    }
-}
+/* The micro-kernels (fc_ukr_impl.h), once per vector width. FC_XSFX: FC_SFX after expanding
+ * its argument. AVX-512: 8-row tiles of a whole panel row (2 vectors, 16 accumulators).
+ * AVX2: FC_Y_MR rows x FC_Y_NV vectors (see FC_ISA_VARIANTS). */
+#define FC_XSFX(n) FC_SFX(n)
+#ifndef FC_Y_MR
+#define FC_Y_MR 3
+#endif
+#ifndef FC_Y_NV
+#define FC_Y_NV 4
+#endif
+#define FC_VB 64
+#define FC_NV 2
+#define FC_U1 4
+#define FC_W(n) FC_XSFX(n##_z)
+#include "fc_ukr_impl.h"
+#undef FC_VB
+#undef FC_NV
+#undef FC_U1
+#undef FC_W
+#define FC_VB 32
+#define FC_NV FC_Y_NV
+#define FC_U1 2
+#define FC_W(n) FC_XSFX(n##_y)
+#include "fc_ukr_impl.h"
+#undef FC_VB
+#undef FC_NV
+#undef FC_U1
+#undef FC_W
+#define FC_VB 16
+#define FC_NV 4
+#define FC_U1 1
+#define FC_W(n) FC_XSFX(n##_x)
+#include "fc_ukr_impl.h"
+#undef FC_VB
+#undef FC_NV
+#undef FC_U1
+#undef FC_W
 
 /* A product over K = 0: C[m0:m1, n0:n1] = 0, or unchanged when accumulating. */
 static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,
@@ -430,21 +191,21 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
 #define FC_ISA_VARIANTS(name, PARAMS, BODY)                                                     \
     __attribute__((target("arch=x86-64-v4"))) static void FC_SFX(name##_v4)(PARAMS)            \
     {                                                                                           \
-        BODY(8)                                                                                 \
+        BODY(8, _z)                                                                             \
     }                                                                                           \
     __attribute__((target("arch=x86-64-v3"))) static void FC_SFX(name##_v3)(PARAMS)            \
     {                                                                                           \
-        BODY(3)                                                                                 \
+        BODY(FC_Y_MR, _y)                                                                       \
     }                                                                                           \
     static void FC_SFX(name##_base)(PARAMS)                                                     \
     {                                                                                           \
-        BODY(2)                                                                                 \
+        BODY(2, _x)                                                                             \
     }
 #else
 #define FC_ISA_VARIANTS(name, PARAMS, BODY)                                                     \
     static void FC_SFX(name##_base)(PARAMS)                                                     \
     {                                                                                           \
-        BODY(2)                                                                                 \
+        BODY(2, _x)                                                                             \
     }
 #endif
 
@@ -452,7 +213,7 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
  * kp >= K rows per panel (Bp + k_off * FC_NR with kp = the packed row count selects rows
  * k_off .. k_off + K - 1 of a taller packed matrix). C points at column 0 of its rows (row
  * stride ldc); A has row stride lda. */
-#define FC_GEMM_NN_BODY(MR, PACKED)                                                             \
+#define FC_GEMM_NN_BODY(MR, W, PACKED)                                                             \
     int s = !(PACKED) && (ldb * sizeof(FC_REAL)) % 64 == 0                                      \
         ? (int)(((uintptr_t)B % 64) / sizeof(FC_REAL)) : 0;                                     \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC) {                                               \
@@ -465,19 +226,19 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
             const FC_REAL *bp = (PACKED) ? B + (p * ldb + k0) * FC_NR : B + k0 * ldb + p * FC_NR; \
             if (!(PACKED) && M == 1 && lo == p * FC_NR && (p + 2) * FC_NR <= n1) {              \
                 if (s == 0)                                                                     \
-                    FC_SFX(fc_ukr1x2)(kc, A + k0, bp, ldb, C + lo, acc);                        \
+                    FC_XSFX(fc_ukr1x2##W)(kc, A + k0, bp, ldb, C + lo, acc);                        \
                 else                                                                            \
-                    FC_SFX(fc_ukr1x2s)(kc, A + k0, bp, ldb, s, C + lo, acc, k0 == 0 && p == 0,  \
+                    FC_XSFX(fc_ukr1x2s##W)(kc, A + k0, bp, ldb, s, C + lo, acc, k0 == 0 && p == 0,  \
                                        k0 + kc == K && (p + 2) * FC_NR == ldb);                 \
                 p++;                                                                            \
                 continue;                                                                       \
             }                                                                                   \
-            FC_SFX(fc_panel)(MR, M, kc, A + k0, lda, bp, (PACKED) ? FC_NR : ldb, C + lo, ldc,   \
+            FC_XSFX(fc_panel##W)(MR, M, kc, A + k0, lda, bp, (PACKED) ? FC_NR : ldb, C + lo, ldc,   \
                              acc, (int)(lo - p * FC_NR), (int)(hi - p * FC_NR),                 \
                              (PACKED) && hi < n1 ? B + ((p + 1) * ldb + k0) * FC_NR : NULL);    \
         }                                                                                       \
     }
-#define FC_GEMM_PACKED_BODY(MR) FC_GEMM_NN_BODY(MR, 1)     /* B = Bp, ldb = kp */
+#define FC_GEMM_PACKED_BODY(MR, W) FC_GEMM_NN_BODY(MR, W, 1)     /* B = Bp, ldb = kp */
 
 /* The per-step GEMMs C[:, n0:n1] (+)= A (M x K) @ B[:, n0:n1] (fc_gemm_packed, fc_gemm_rows):
  * the ISA variants of the body and the public function, which handles the empty cases and
@@ -508,7 +269,7 @@ FC_GEMM_NN_FUNCS(fc_gemm_packed, FC_GEMM_PACKED_BODY)      /* B = Bp, ldb = kp (
  * up to a multiple of FC_NR must not exceed ldb (the loads read whole panel rows). One row
  * (M = 1) runs two panels at a time (fc_ukr1x2), on aligned loads when B is not 64-byte
  * aligned but its row stride is a multiple of 64 bytes (fc_ukr1x2s). */
-#define FC_GEMM_ROWS_BODY(MR) FC_GEMM_NN_BODY(MR, 0)
+#define FC_GEMM_ROWS_BODY(MR, W) FC_GEMM_NN_BODY(MR, W, 0)
 
 FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
 #undef FC_GEMM_ROWS_BODY
@@ -527,7 +288,7 @@ FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
  * transposing copies) as multiplying. */
 #define FC_KC_TN 128
 
-#define FC_GEMM_TN_BODY(MR)                                                                     \
+#define FC_GEMM_TN_BODY(MR, W)                                                                     \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_KC_TN) {                                            \
         ptrdiff_t kc = K - k0 < FC_KC_TN ? K - k0 : FC_KC_TN;                                   \
         int acc = accumulate || k0 > 0;                                                         \
@@ -536,10 +297,10 @@ FC_GEMM_NN_FUNCS(fc_gemm_rows, FC_GEMM_ROWS_BODY)
                 const FC_REAL *a = A + k0 * lda + m;                                            \
                 FC_REAL *c = C + m * ldc + n;                                                   \
                 if (m1 - m >= MR)                                                               \
-                    FC_SFX(fc_ukr)(MR, MR, kc, a, 1, lda, B + k0 * ldb + n, ldb, c, ldc, acc,   \
+                    FC_XSFX(fc_ukrp##W)(MR, MR, kc, a, 1, lda, B + k0 * ldb + n, ldb, c, ldc, acc,   \
                                    NULL, 0);                                                    \
                 else                                                                            \
-                    FC_SFX(fc_ukr)(MR, (int)(m1 - m), kc, a, 1, lda, B + k0 * ldb + n, ldb, c,  \
+                    FC_XSFX(fc_ukrp##W)(MR, (int)(m1 - m), kc, a, 1, lda, B + k0 * ldb + n, ldb, c,  \
                                    ldc, acc, NULL, 0);                                          \
             }                                                                                   \
     }
@@ -581,3 +342,4 @@ ptrdiff_t FC_SFX(fc_packed_panel_width)(void)
 #undef FC_GEMM_PACKED_BODY
 #undef FC_NR
 #undef FC_KC
+#undef FC_XSFX
