@@ -271,7 +271,8 @@ FC_W(fc_ukr1x2s)(ptrdiff_t kc, const FC_REAL *A, const FC_REAL *bp, ptrdiff_t bs
 /* Rows [0, M) x one panel's columns [c0, c1) (c0, c1 relative to the panel; a partial panel
  * goes through a tile so that nothing outside [c0, c1) of C is read or written). The panel's
  * row k is at bp + k*bs: bs = FC_NR in the packed layout, the matrix's row stride when B is
- * read in place (fc_gemm_rows).
+ * read in place (fc_gemm_rows). A's rows are at stride lda, or with lda = 0 (M > 1 only) A is
+ * packed by fc_pack_a: row tile t at A + t*MR*kc, its MR values of one k side by side.
  *
  * While the row tiles run on this panel slice, they prefetch the next one (`next`, or NULL) into
  * L2, so that slice is not waited for when the weights live in L3 (large H: 88% of LSTM
@@ -316,22 +317,26 @@ FC_W(fc_panel)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdif
     }
     for (ptrdiff_t m = 0; m < M; m += MR) {
         int mr = M - m < MR ? (int)(M - m) : MR;
-        const FC_REAL *a = A + m * lda;
+        const FC_REAL *a = lda == 0 ? A + m * kc : A + m * lda;   /* packed: fc_pack_a's tile */
         FC_REAL *c = C + m * ldc;
         ptrdiff_t ti = m / MR;
         const FC_REAL *pf = next != NULL && ti < pf_tiles
             ? (const FC_REAL *)((const char *)next + ti * pf_lines * 64) : NULL;
-        if (c0 == 0 && c1 == FC_NR) {
-            if (mr == MR)
+        if (c0 == 0 && c1 == FC_NR) {        /* each with constant strides of A */
+            if (mr == MR && lda == 0)
+                FC_W(fc_ukrp)(MR, MR, kc, a, 1, MR, bp, bs, c, ldc, accumulate, pf, pf_shift);
+            else if (mr == MR)
                 FC_W(fc_ukrp)(MR, MR, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
+            else if (lda == 0)
+                FC_W(fc_ukrp)(MR, mr, kc, a, 1, MR, bp, bs, c, ldc, accumulate, pf, pf_shift);
             else
                 FC_W(fc_ukrp)(MR, mr, kc, a, lda, 1, bp, bs, c, ldc, accumulate, pf, pf_shift);
         } else {
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     tile[r * FC_NR + j] = accumulate ? c[r * ldc + j - c0] : 0;
-            FC_W(fc_ukrp)(MR, mr, kc, a, lda, 1, bp, bs, tile, FC_NR, accumulate, pf,
-                           pf_shift);
+            FC_W(fc_ukrp)(MR, mr, kc, a, lda == 0 ? 1 : lda, lda == 0 ? MR : 1, bp, bs, tile,
+                          FC_NR, accumulate, pf, pf_shift);
             for (int r = 0; r < mr; r++)
                 for (int j = c0; j < c1; j++)
                     c[r * ldc + j - c0] = tile[r * FC_NR + j];

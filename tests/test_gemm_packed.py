@@ -31,6 +31,9 @@ CASES = [  # M, N, K, n0, n1, k_off, Kp
     (9, 40, 32, 0, 40, 0, 48),        # rows 0..31
     (3, 70, 20, 33, 34, 0, 20),       # a single column
     (4, 70, 20, 40, 40, 0, 20),       # an empty range: C untouched
+    # 16 panels or more (float32): A packed too, its k-blocks as deep as the packed block holds
+    (19, 1030, 129, 0, 1030, 0, 129),
+    (300, 520, 700, 3, 517, 0, 700),  # beyond one block of packed rows (256 f32, 128 f64)
 ]
 
 
@@ -110,6 +113,8 @@ ROWS_CASES = [  # M, K, N in panels (32 columns float32, 16 float64), n0, n1 (No
     (1, 64, 4, 32, None),         # a range starting at a panel boundary (f32) / inside (f64)
     (2, 50, 2, 0, None),          # batch 2: the general row tiles on strided rows
     (9, 129, 3, 5, None),
+    (37, 600, 17, 0, None),       # 17 panels: A packed (float32)
+    (20, 70, 33, 40, None),       # A packed, the range from inside the second panel (f64)
 ]
 
 
