@@ -993,6 +993,15 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, where h_t is computed in place; with lengths h
     # alternates between hbuf (B,H) and h_n, hbuf NULL otherwise).
+    # Inference without lengths projects the input of all steps into y before the loop, as
+    # training does into hs (y has the gates' shape when G = 1: no memory for it), when the
+    # per-step projection would run on few rows per thread (at most 8) or y is small (at most
+    # 512 KB); with lengths y must stay zero past a sequence's end, so it runs per step.
+    # Paired against the per-step projection (2 threads allowed, Xeon, 2026-12-02):
+    # B,T,I,H = 1,100,64,128: 0.84x the time; 1,1000,256,512: 0.90x; 4,200,128,512: 0.95x;
+    # 8,100,64,256: 0.95x; 16,64,32,64 (one thread): 0.97x. Where neither holds it lost:
+    # 32,50,128,128 1.02x, 32,100,128,256 1.03x, 64,100,256,512 1.08x (y, streamed twice, then
+    # outgrows the caches, and the fused per-step projection keeps its tile hot).
     # x (T,B,I); h0 (B,H); w_ih (H,I); w_hh (H,H); w_pack (packed_size(H, H)) scratch = W_hh^T
     # packed; w_ih_pack: packed W_ih^T (I, H) scratch, inference always, training optional (as
     # in lstm_fwd: inference projects the input per step on each thread's block instead of one
@@ -1001,6 +1010,8 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     cdef int tid, nthr, nc, prev_local, prev_main
     cdef fc_barrier_t bar
     cdef bint training = hs != NULL, act
+    cdef bint hoisted = training or (lengths == NULL and (
+        (B + n_rows - 1) // n_rows <= 8 or T * BH * <idx>sizeof(floating) <= 512 * 1024))
     cdef floating *buf = hs if hs != NULL else y
     cdef floating *g_t
     cdef floating *h_dest
@@ -1023,7 +1034,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        input_phase(tid, nthr, training, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
+        input_phase(tid, nthr, hoisted, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
         nj = j1 - j0
         nb = b1 - b0
         for t in range(T):
@@ -1036,7 +1047,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                 h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
                 h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
             if nb > 0 and nj > 0:
-                if not training:
+                if not hoisted:
                     pgemm(nb, j0, j1, I, x + (t * B + b0) * I if x != NULL else NULL, I,
                           w_ih_pack, I, g_t + b0 * H, H, False)
                 pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
