@@ -157,8 +157,9 @@ def test_inference_equals_training(cell, dtype, n_threads):
     assert_results_close(infer, train, dtype)
 
 
-# Long sequences and a wide batch. Inference runs the input projection per step on packed W_ih,
-# training as one BLAS GEMM: same math, rounding may differ in the last bits.
+# Long sequences and a wide batch. Inference runs the input projection on packed W_ih (per step;
+# the Elman RNN's first two shapes all steps before the loop, the third per step), training as
+# one BLAS GEMM: same math, rounding may differ in the last bits.
 LONG_SHAPES = [(300, 4, 16, 64), (800, 8, 16, 64), (3, 2100, 4, 128)]
 
 
