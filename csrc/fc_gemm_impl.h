@@ -179,11 +179,15 @@ static void FC_SFX(fc_zero_unless)(int accumulate, ptrdiff_t m0, ptrdiff_t m1, p
  * 0.955-0.964x the time. The copy costs one load and store per element of A, against 2 FMAs
  * per element and panel: below 16 panels of columns it did not pay (GRU, LSTM small training
  * 1.06-1.07x the time, Elman RNN small inference 1.10x), so A stays in place there. The packed
- * block (FC_APACK bytes, on the stack) holds all rows of A up to FC_APACK / 64 / itemsize of
- * them and k-blocks as deep as it holds (at most FC_KC): B is streamed once per block of rows.
+ * block (FC_APACK elements on the stack: 32 KB in float32, 64 KB in float64) holds all rows of
+ * A up to FC_APACK / 64 of them and k-blocks as deep as it holds (at most FC_KC): B is
+ * streamed once per block of rows. Its size, paired (2 threads): float32 32 KB against 64 KB
+ * 0.963-0.988x the time (LSTM charrnn, medium, large inference, GRU large inference, LSTM
+ * medium training; 256-deep k-blocks at 32 rows instead of 512), 16 KB against 32 KB
+ * 1.004-1.069x; float64 32 KB against 64 KB 0.999-1.037x (LSTM medium inference 1.037).
  * The k-blocking does not change a bit of C: each element's sum runs over k in order either
  * way, through C in memory between k-blocks. */
-#define FC_APACK 65536                        /* bytes of the packed A block (on the stack) */
+#define FC_APACK 8192                         /* elements of the packed A block (on the stack) */
 #define FC_APACK_MIN_N (16 * FC_NR)           /* packing A pays from this many columns of C */
 static inline __attribute__((always_inline)) void
 FC_SFX(fc_pack_a)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptrdiff_t lda,
@@ -246,8 +250,8 @@ FC_SFX(fc_pack_a)(const int MR, ptrdiff_t M, ptrdiff_t kc, const FC_REAL *A, ptr
 #define FC_GEMM_NN_BODY(MR, W, PACKED)                                                          \
     int s = !(PACKED) && (ldb * sizeof(FC_REAL)) % 64 == 0                                      \
         ? (int)(((uintptr_t)B % 64) / sizeof(FC_REAL)) : 0;                                     \
-    FC_REAL ap[FC_APACK / sizeof(FC_REAL)] __attribute__((aligned(64)));                        \
-    const ptrdiff_t na = (ptrdiff_t)(FC_APACK / sizeof(FC_REAL));                               \
+    FC_REAL ap[FC_APACK] __attribute__((aligned(64)));                                          \
+    const ptrdiff_t na = FC_APACK;                                                              \
     int pack_a = M > 1 && n1 - n0 >= FC_APACK_MIN_N;                                            \
     /* rows per block and k-block: with A packed, all M rows (up to na / 64) in one block,     \
      * the k-block as deep as ap holds (at most FC_KC): B is streamed once per block of rows */ \

@@ -33,7 +33,7 @@ CASES = [  # M, N, K, n0, n1, k_off, Kp
     (4, 70, 20, 40, 40, 0, 20),       # an empty range: C untouched
     # 16 panels or more (float32): A packed too, its k-blocks as deep as the packed block holds
     (19, 1030, 129, 0, 1030, 0, 129),
-    (300, 520, 700, 3, 517, 0, 700),  # beyond one block of packed rows (256 f32, 128 f64)
+    (300, 520, 700, 3, 517, 0, 700),  # beyond one block of packed rows (128)
 ]
 
 
