@@ -203,6 +203,36 @@ def test_gemm_packed_rejects_bad_shapes():
         _kernels.gemm_packed(A, Bm, Bp[:-1], C, 0, 4, True)
 
 
+def _check_a_packing_same_bits(dtype, M, K, accumulate, seed=0):
+    """A product of 20 panels of columns packs A (16 panels or more; csrc/fc_gemm_impl.h
+    fc_pack_a) with k-blocks as deep as the packed block holds; the same product in column
+    ranges of 5 panels reads A in place with 512-deep k-blocks. Each element's sum runs over k
+    in the same order either way, so the bits must agree."""
+    w = 128 // np.dtype(dtype).itemsize
+    N = 20 * w
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((M, K)).astype(dtype)
+    Bm = rng.standard_normal((K, N)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    Bp = np.empty(_kernels.packed_size(K, N, np.dtype(dtype).itemsize), dtype)
+    whole = C.copy()
+    _kernels.gemm_packed(A, Bm, Bp, whole, 0, N, accumulate)
+    parts = C.copy()
+    for n0 in range(0, N, 5 * w):
+        _kernels.gemm_packed(A, Bm, Bp, parts, n0, n0 + 5 * w, accumulate)
+    assert np.array_equal(whole, parts), (M, K, np.abs(whole - parts).max())
+
+
+A_PACK_CASES = [(2, 70), (13, 700), (37, 1100), (150, 300)]   # M, K (150 > 128 packed rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K", A_PACK_CASES)
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_a_packing_same_bits(dtype, M, K, accumulate):
+    _check_a_packing_same_bits(dtype, M, K, accumulate)
+
+
 @pytest.mark.parametrize("isa", ["v3", "base"])
 def test_gemm_packed_other_isas(isa):
     """The AVX2 and baseline kernels (and a whole LSTM step through them) in a subprocess."""
@@ -217,6 +247,8 @@ def test_gemm_packed_other_isas(isa):
         "    for c in t.ROWS_CASES:\n"
         "        for off in (0, 16):\n"
         "            t._check_rows(dt, c, True, off)\n"
+        "    for m, k in t.A_PACK_CASES:\n"
+        "        t._check_a_packing_same_bits(dt, m, k, True)\n"
         "    for c in t.TN_CASES:\n"
         "        if c[2] %% (128 // np.dtype(dt).itemsize) == 0:\n"
         "            for acc in (True, False):\n"
