@@ -349,21 +349,22 @@ cdef inline void tn_part(int part, int parts, idx M, idx N, idx K, const floatin
         fc_gemm_tn_f64(r0, r1, N, K, A, lda, Bm, ldb, C, ldc, beta != 0)
 
 
-cdef inline void input_phase(int tid, int nthr, bint training, idx T, idx B, idx G, idx I,
+cdef inline void input_phase(int tid, int nthr, bint whole, idx T, idx B, idx G, idx I,
                              const floating *x, const floating *w_ih, floating *w_ih_pack,
                              floating *gates, fc_barrier_t *bar) noexcept nogil:
-    """Before a forward time loop. Training: gates (T,B,G) = x @ W_ih^T as one GEMM over all
-    T*B rows, split over the threads (the result is saved for backward anyway): BLAS, or with
-    w_ih_pack (narrow inputs, see _api._x_pack) the packed kernel on W_ih^T packed here.
-    Inference: pack W_ih^T (I, G) into w_ih_pack for the per-step projection inside the loop.
+    """Before a forward time loop. whole (training, and the Elman RNN's inference where it
+    pays, see rnn_fwd): gates (T,B,G) = x @ W_ih^T as one GEMM over all T*B rows, split over
+    the threads: BLAS, or with w_ih_pack (inference; training with narrow inputs, see
+    _api._x_pack) the packed kernel on W_ih^T packed here. Otherwise: pack W_ih^T (I, G) into
+    w_ih_pack for the per-step projection inside the loop.
     Ends at a barrier, which also completes the packing of W_hh the threads did before."""
     cdef idx r0, r1
-    if training and w_ih_pack == NULL:
+    if whole and w_ih_pack == NULL:
         gemm_part(tid, nthr, False, True, T * B, G, I, x, I, w_ih, I, 0, gates, G)
     elif I > 0:
         pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
     fc_barrier_wait(bar)
-    if training and w_ih_pack != NULL:
+    if whole and w_ih_pack != NULL:
         r0 = slice_start(T * B, nthr, tid)
         r1 = slice_start(T * B, nthr, tid + 1)
         if r1 > r0:
