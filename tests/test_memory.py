@@ -54,7 +54,9 @@ def test_training_step_memory_near_minimal(cell, dtype):
 # dx of some chunks (48 x 8 x 5, H = 32: 1024 elements = 26 steps of 40), of every chunk
 # including the top one (40 x 2 x 13: 1024 <= 1040), and just too small for it (1024 > 40*2*12)
 SHAPES = [FITS, (9, 6, 5, 33), (48, 8, 5, 32), (40, 2, 13, 32), (40, 2, 12, 32),
-          (60, 1, 64, 256)]     # batch 1, H = 256: the hidden split on 2 threads, every cell
+          (60, 1, 64, 256),     # batch 1, H = 256: the hidden split on 2 threads, every cell
+          (64, 16, 32, 64)]     # the benchmark's small shape: the Elman RNN's 16-step chunks,
+                                # their dG scratch in dx after the packing
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -175,3 +177,54 @@ def test_odd_hidden_size_memory(cell):
     G = 4 if cell == "lstm" else 3
     padding = (_api._kernels.packed_size(G * H, H, dt.itemsize) - G * H * H) * dt.itemsize
     assert extra - padding <= 1.1 * minimal, (extra, minimal, padding)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(64, 16, 32, 64), (48, 32, 32, 64), (30, 8, 40, 32)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_rnn_dg_scratch_in_dx(dtype, shape):
+    """Where the Elman RNN backward's top-chunk dG scratch fits in dx after the packed W_hh and
+    below that chunk's own rows of dx, it lives there: a training step then allocates the
+    saved states and the fixed cost of a call, nothing for the scratch (which in its own buffer
+    is chunk*B*H elements: at the small shape 16 steps, 1/4 of the saved states)."""
+    T, B, I, H = shape
+    dt = np.dtype(dtype)
+    k = _api._kernels
+    chunk = k.rnn_backward_chunk(T, B, I, H, dt.itemsize)
+    off = k.rnn_backward_dg_offset(T, B, I, H, dt.itemsize)
+    n_pack = k.packed_size(H, H, dt.itemsize)
+    assert chunk < T and off >= n_pack
+    assert off + chunk * B * H <= (T - chunk) * B * I      # below the top chunk's rows of dx
+    assert chunk * B >= 256 or chunk * B * 16 >= T * B     # the larger chunks where it fits
+    p = bench.make_problem("rnn", B, T, I, H, dt)
+    extra = bench.memory_use("rnn", p, "train", 2)
+    fixed = bench.memory_use("rnn", bench.make_problem("rnn", 1, 1, 1, 1, dt), "train", 2)
+    minimal = bench.minimal_workspace_bytes("rnn", B, T, H, dt.itemsize)
+    assert extra <= minimal + fixed, (extra, fixed, minimal)
+    _api._ALIAS_PACKED = False
+    try:
+        separate = bench.memory_use("rnn", p, "train", 2)
+    finally:
+        _api._ALIAS_PACKED = True
+    assert separate >= extra + (n_pack + chunk * B * H) * dt.itemsize, (separate, extra)
+
+
+def test_training_plans_agree():
+    """A training step's forward and backward choose the same thread count wherever the
+    batch-split rule (a quarter of the work per thread, at least 8 rows each) decides: a forward
+    on one thread and its backward on two lost (LSTM 16,16,32,32: 1.24-1.49x the time)."""
+    plan = _api._kernels.plan
+    G = {"lstm": 4, "gru": 3, "rnn": 1}
+    for cell, g in G.items():
+        for B in (16, 17, 24, 32, 64):
+            for T in (4, 8, 16, 32, 64):
+                for H in (16, 32, 64, 96):
+                    I = 32
+                    fwd = 2.0 * T * B * g * H * (I + H)
+                    nf = plan(2, fwd, B, H, g, H, 4, True, 0, 0, False)
+                    nb = plan(2, 2 * fwd, B, H, g, H, 4, True, 0, 0, True)
+                    if fwd < 16e6:         # below the general rule's threshold for 2 threads
+                        assert nf[0] == nb[0], (cell, B, T, H, nf, nb)
+    # and the batch rule needs 8 rows per thread: batch 8 stays on one thread at this size
+    assert plan(2, 10e6, 8, 64, 1, 64, 4, True, 0, 0, False)[0] == 1
+    assert plan(2, 10e6, 16, 64, 1, 64, 4, True, 0, 0, False) == (2, 2, 1)

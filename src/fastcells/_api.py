@@ -272,13 +272,14 @@ def _forced_split():
 _FORCED_SPLIT = _forced_split()
 
 
-def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0):
+def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0, backward=False):
     """(threads, n_rows, n_cols) for a call: fewer threads for small work, and the time loop's
     thread grid (batch split or hidden-unit split). I_loop: the input width whose weights the
-    time loop reads every step (I for an inference forward, 0 otherwise). The rule lives in
+    time loop reads every step (I for an inference forward, 0 otherwise); backward: a backward
+    pass (flops twice its forward's; see useful_threads). The rule lives in
     _capi.pxi, shared with the C API."""
     return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _FORCED_SPLIT,
-                         I_loop)
+                         I_loop, backward)
 
 
 def _check_ws_type(ws, cell, fn):
@@ -478,7 +479,8 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dhs = _empty64((T, B, P), dtype) if proj else None
     du = _empty64((B, H), dtype) if proj else None
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H,
-                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj)
+                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj,
+                               backward=True)
     with blas_fallback_limit(nt):
         _kernels.lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, a["gates"], a["cs"], a["hs"],
                                a["us"], dhs, du, w_pack, a["x"], a["h0"], a["c0"], a["w_ih"],
@@ -581,7 +583,7 @@ def gru_backward(dy, dh_n, ws):
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = None if ws.reset_after else _empty64((B, H), dtype)   # classic: d(r*h) of a step
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 3 * H * (I + H), B, H, 3, H,
-                               dtype.itemsize, hidden_ok=ws.reset_after)
+                               dtype.itemsize, hidden_ok=ws.reset_after, backward=True)
     with blas_fallback_limit(nt):
         _kernels.gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, a["gates"], a["hn"], dgh, w_pack,
                               a["hs"], a["x"], a["h0"], a["w_ih"], a["w_hh"], ws.reset_after, dy,
@@ -658,13 +660,19 @@ def rnn_backward(dy, dh_n, ws):
     # minimal workspace with a packed copy and a scratch, 1.12x so, ~7 KB of which is the fixed
     # cost of a call; training took 0.96-0.99x the time with W_hh 64-byte aligned, 1.06-1.09x
     # misaligned, paired).
+    # And where the top chunk's dG scratch fits in dx after the packing and below that chunk's
+    # own rows of dx, it goes there too (rnn_backward_dg_offset; the kernel's chunks are then
+    # at least 256 rows: fewer rounds of hoisted products and barriers, no memory for them).
     n_pack = _kernels.packed_size(H, H, dtype.itemsize)
-    chunk = _kernels.rnn_backward_chunk(T, B)
+    chunk = _kernels.rnn_backward_chunk(T, B, I, H, dtype.itemsize)
     top = min(chunk, T)
     dg = None
     if _ALIAS_PACKED and n_pack <= T * B * I:
         dx = _empty64((T, B, I), dtype)
         w_pack = dx.reshape(-1)[:n_pack]
+        dg_off = _kernels.rnn_backward_dg_offset(T, B, I, H, dtype.itemsize)
+        if dg_off >= 0:
+            dg = dx.reshape(-1)[dg_off:dg_off + top * B * H]
     elif _ALIAS_PACKED and n_pack == H * H:
         dx = _empty64((T, B, I), dtype)
         w_pack = None
@@ -680,7 +688,7 @@ def rnn_backward(dy, dh_n, ws):
     if dg is None:
         dg = _empty64((top, B, H), dtype)
     nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
-                               dtype.itemsize)
+                               dtype.itemsize, backward=True)
     with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, a["hs"], a["x"], a["h0"],
                               a["w_ih"], a["w_hh"], dy, dh_n, a["lengths"], T, B, I, H,

@@ -72,23 +72,50 @@ cdef enum:
     MAX_THREADS = 4096             # as fastcells._threads.MAX_THREADS
     BLAS_INT_MAX = 2147483647
 
-cdef int useful_threads(int n, double flops) noexcept nogil:
+# A batch split that gives every thread at least BATCH_SPLIT_MIN_ROWS rows runs its time loop with
+# no barrier per step, so a second thread pays at a quarter of that work (counted on the
+# forward's flops for a backward, see useful_threads). Measured on a 2-core AMD Zen 5 KVM guest
+# (AVX-512), 2026-12-02, against the 16 MFLOP rule alone, paired blocks of 30 identical calls
+# (/tmp tools, see issue 6's notes), training step unless 'infer', float32, 2 threads allowed:
+# Elman RNN small shape (B,T,I,H = 16,64,32,64) 0.64-0.99x the time (its backward with the
+# 256-row chunks of backward_chunk; with the 4-step chunks it was 0.69-1.24x, its 32 barriers
+# per call spinning ~20% of the samples), inference 0.57-0.77x; LSTM 16,16,32,64 0.57-0.61x,
+# GRU 16,16,32,64 0.63-0.64x (inference 0.59-0.69x), LSTM 32,16,32,32 0.61-1.02x, Elman RNN
+# 32,64,32,32 0.64-0.70x. Alternating with one-thread calls 0.64x, with a 64x64 NumPy product
+# 0.63x, with a 200 us pause 0.78x. The machine's speed jumps between regimes (a second vCPU
+# shared with other guests?) in which two threads can lose to one; an earlier Xeon session had
+# the Elman RNN's backward 1.15x on two threads with the 4-step chunks (README).
+cdef double MIN_FLOPS_PER_BATCH_THREAD = 4e6
+cdef enum:
+    BATCH_SPLIT_MIN_ROWS = 8
+
+
+cdef int useful_threads(int n, double flops, idx B, bint backward) noexcept nogil:
+    # backward: the call is a backward pass (twice its forward's flops); the batch-split rule
+    # counts its forward's flops, so that a training step's forward and backward agree (a
+    # forward on one thread and its backward on two lost: LSTM 16,16,32,32 1.24-1.49x)
     cdef double k = flops / MIN_FLOPS_PER_THREAD
+    cdef double kb = flops / (MIN_FLOPS_PER_BATCH_THREAD * (2 if backward else 1))
+    if B >= 2 * BATCH_SPLIT_MIN_ROWS and kb > k:
+        if kb > <double>(B // BATCH_SPLIT_MIN_ROWS):
+            kb = <double>(B // BATCH_SPLIT_MIN_ROWS)
+        if kb > k:
+            k = kb
     if k < 1:
         return 1
     return n if k >= n else <int>k
 
 
 cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_loop,
-                       int itemsize, bint hidden_ok, int forced, int *nt, int *n_rows,
-                       int *n_cols) noexcept nogil:
+                       int itemsize, bint hidden_ok, int forced, bint backward, int *nt,
+                       int *n_rows, int *n_cols) noexcept nogil:
     # threads of a call (n_threads n, its GEMM flops) and the (n_rows, n_cols) grid of its time
     # loop. I_loop: the input width whose weights the loop reads every step (I for an inference
     # forward, which projects x per step; 0 otherwise). forced: 0 = choose, 1 = batch,
     # 2 = hidden split.
     cdef double step_bytes = <double>G * H * (P + I_loop) * itemsize
     cdef bint can_split_hidden
-    cdef int k = useful_threads(n, flops), m
+    cdef int k = useful_threads(n, flops, B, backward), m
     cdef bint b1_hidden = (B == 1 and hidden_ok and forced != 1
                            and step_bytes >= B1_HIDDEN_SPLIT_STEP_BYTES
                            and flops >= MIN_FLOPS_PER_THREAD / 2)
@@ -112,35 +139,88 @@ cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_lo
 
 
 def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
-         int itemsize, bint hidden_ok, int forced, Py_ssize_t I_loop=0):
+         int itemsize, bint hidden_ok, int forced, Py_ssize_t I_loop=0, bint backward=False):
     """(threads, n_rows, n_cols) a call of this size uses (the same rule as the C API)."""
     cdef int nt, rows, cols
-    plan_threads(n_threads, flops, B, H, G, P, I_loop, itemsize, hidden_ok, forced, &nt, &rows,
-                 &cols)
+    plan_threads(n_threads, flops, B, H, G, P, I_loop, itemsize, hidden_ok, forced, backward,
+                 &nt, &rows, &cols)
     return nt, rows, cols
 
 
-cdef idx backward_chunk(idx T, idx B) noexcept nogil:
-    # Timesteps per chunk of the Elman-RNN backward: ~1/16 of the sequence, so its dG scratch is
-    # ~6% of the saved states (the hoisted products then run once per chunk), but at least 32
-    # batch rows per chunk: below that the hoisted products' fixed cost dominates (batch 1,
-    # T = 100, 2 threads, call-by-call alternation: 25-step chunks took 0.92x the time of 7-step
-    # ones, 16-step 0.93x). The chunks are balanced (100 steps: 4 x 25, not 32+32+32+4).
-    cdef idx c, n
-    if T <= 0:
-        return 1
-    c = (T + 15) // 16
-    if B > 0 and (32 + B - 1) // B > c:
-        c = (32 + B - 1) // B
+cdef inline idx balanced_chunk(idx T, idx c) noexcept nogil:
+    # c steps per chunk, balanced over T (100 steps at c = 32: 4 x 25, not 32+32+32+4)
+    cdef idx n
     if c >= T:
         return T
     n = (T + c - 1) // c
     return (T + n - 1) // n
 
 
-def rnn_backward_chunk(Py_ssize_t T, Py_ssize_t B):
+cdef enum:
+    # batch rows per chunk of the Elman-RNN backward when its dG scratch lives in dx
+    RNN_CHUNK_ROWS_IN_DX = 256
+
+
+cdef idx rnn_dg_offset(idx T, idx B, idx I, idx H, int itemsize, idx top) noexcept nogil:
+    # Where in dx (elements from its start) the Elman-RNN backward's top-chunk dG scratch (top
+    # steps, top*B*H elements) may live, or -1. It goes after the first packed_size(H, H)
+    # elements (rounded up to 64 bytes), which the Python API gives the packed W_hh, and must
+    # end below the top chunk's own rows of dx: the top chunk's reductions read it and write
+    # only those rows, after which it is dead (every lower chunk's dG lives in hs), and the rows
+    # that rnn_bwd defers for the packing (t_defer) end below it, so the deferred dx never
+    # reads it. A rule of the shape alone, for the Python and the C API alike.
+    cdef idx n_pack, off, a = 64 // itemsize
+    if B <= 0 or I <= 0 or H <= 0 or top >= T:
+        return -1
+    n_pack = fc_packed_size_f32(H, H) if itemsize == 4 else fc_packed_size_f64(H, H)
+    if n_pack > T * B * I:
+        return -1
+    off = (n_pack + a - 1) // a * a
+    if off + top * B * H <= (T - top) * B * I:
+        return off
+    return -1
+
+
+cdef idx backward_chunk(idx T, idx B, idx I, idx H, int itemsize) noexcept nogil:
+    # Timesteps per chunk of the Elman-RNN backward. Its hoisted products (dW_hh, dW_ih, dx, db)
+    # run once per chunk, each preceded and followed by a barrier; the top chunk's dG needs a
+    # scratch of chunk*B*H, the lower chunks' dG live in the dead rows of hs.
+    # Where that scratch fits in dx (rnn_dg_offset) it costs no memory, and a chunk has at least
+    # RNN_CHUNK_ROWS_IN_DX rows: small shape (B,T,I,H = 16,64,32,64) 16-step chunks instead
+    # of 4, so 4 rounds of products and 8 barriers instead of 16 and 32.
+    # Otherwise ~1/16 of the sequence, so the scratch is ~6% of the saved states, but at least
+    # 32 batch rows: below that the hoisted products' fixed cost dominates (batch 1, T = 100,
+    # 2 threads, call-by-call alternation: 25-step chunks took 0.92x the time of 7-step ones,
+    # 16-step 0.93x).
+    cdef idx c, big
+    if T <= 0:
+        return 1
+    c = (T + 15) // 16
+    if B > 0 and (32 + B - 1) // B > c:
+        c = (32 + B - 1) // B
+    c = balanced_chunk(T, c)
+    if B > 0 and (RNN_CHUNK_ROWS_IN_DX + B - 1) // B > c:
+        big = balanced_chunk(T, (RNN_CHUNK_ROWS_IN_DX + B - 1) // B)
+        if rnn_dg_offset(T, B, I, H, itemsize, big) >= 0:
+            return big
+    return c
+
+
+cdef inline idx chunk_top(idx T, idx B, idx I, idx H, int itemsize) noexcept nogil:
+    # steps of the top chunk (the dG scratch's size in steps)
+    cdef idx c = backward_chunk(T, B, I, H, itemsize)
+    return c if c < T else T
+
+
+def rnn_backward_chunk(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int itemsize):
     """Timesteps per chunk of the Elman-RNN backward (its dG scratch holds this many)."""
-    return backward_chunk(T, B)
+    return backward_chunk(T, B, I, H, itemsize)
+
+
+def rnn_backward_dg_offset(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                           int itemsize):
+    """Offset in dx (elements) where the backward's dG scratch may live, or -1 (rnn_dg_offset)."""
+    return rnn_dg_offset(T, B, I, H, itemsize, chunk_top(T, B, I, H, itemsize))
 
 
 # ---------------------------------------------------------------- state set by fastcells/__init__
@@ -409,8 +489,8 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
         transpose_into(slot(ws, off, L_WRT, y), w_hr, Pe, H)
     bias_sum(slot(ws, off, L_BIAS, y), b_ih, b_hh, G * H)
     plan_threads(nt, 2.0 * T * B * G * H * (I + Pe) + 2.0 * T * B * Pe * H, B, H, 4, Pe,
-                 0 if training else I, sizeof(floating), not proj, _capi_forced_split, &nt,
-                 &rows, &cols)
+                 0 if training else I, sizeof(floating), not proj, _capi_forced_split, False,
+                 &nt, &rows, &cols)
     st = lstm_fwd(y, h_n, c_n, slot(ws, off, L_GATES, y),
                   slot(ws, off, L_CS, y) if training else NULL,
                   slot(ws, off, L_HS, y) if training else NULL,
@@ -470,7 +550,7 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
     zero = slot(ws, off, L_ZERO, dx)
     db = db_ih if db_ih != NULL else db_hh
     plan_threads(nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H, B, H, 4, Pe, 0,
-                 sizeof(floating), not proj, _capi_forced_split, &nt, &rows, &cols)
+                 sizeof(floating), not proj, _capi_forced_split, True, &nt, &rows, &cols)
     st = lstm_bwd(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr if proj else NULL,
                   slot(ws, off, L_GATES, dx), slot(ws, off, L_CS, dx), slot(ws, off, L_HS, dx),
                   slot(ws, off, L_US, dx) if proj else NULL,
@@ -556,7 +636,7 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     zero = slot(ws, off, G_ZERO, y)
     memset(zero, 0, (B * H if B * H > 3 * H else 3 * H) * sizeof(floating))
     plan_threads(nt, 2.0 * T * B * G * H * (I + H), B, H, 3, H, 0 if training else I,
-                 sizeof(floating), reset_after, _capi_forced_split, &nt, &rows, &cols)
+                 sizeof(floating), reset_after, _capi_forced_split, False, &nt, &rows, &cols)
     st = gru_fwd(y, h_n, slot(ws, off, G_GATES, y),
                  slot(ws, off, G_HN, y) if training or not reset_after else NULL,
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
@@ -604,7 +684,7 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     if st != FC_OK:
         return st
     plan_threads(nt, 4.0 * T * B * G * H * (I + H), B, H, 3, H, 0, sizeof(floating),
-                 reset_after, _capi_forced_split, &nt, &rows, &cols)
+                 reset_after, _capi_forced_split, True, &nt, &rows, &cols)
     return gru_bwd(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, slot(ws, off, G_GATES, dx),
                    slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), pslot(ws, off, G_WT, dx),
                    slot(ws, off, G_HS, dx),
@@ -626,7 +706,10 @@ cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, i
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
-    c[R_DG] = <double>backward_chunk(T, B) * B * H if training else 0   # backward scratch
+    # backward scratch, unless it fits in dx (rnn_dg_offset)
+    c[R_DG] = 0
+    if training and rnn_dg_offset(T, B, I, H, itemsize, chunk_top(T, B, I, H, itemsize)) < 0:
+        c[R_DG] = <double>chunk_top(T, B, I, H, itemsize) * B * H
     c[R_HBUF] = 0 if training else <double>B * H
     return serves_inference(carve(c, R_N, itemsize, off),
                             rnn_ws(T, B, I, H, False, itemsize, tmp) if training else 0)
@@ -681,7 +764,7 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     memset(zero, 0, B * H * sizeof(floating))
     bias_sum(slot(ws, off, R_BIAS, y), b_ih, b_hh, H)
     plan_threads(nt, 2.0 * T * B * H * (I + H), B, H, 1, H, 0 if training else I,
-                 sizeof(floating), True, _capi_forced_split, &nt, &rows, &cols)
+                 sizeof(floating), True, _capi_forced_split, False, &nt, &rows, &cols)
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, pslot(ws, off, R_WT, y),
@@ -701,6 +784,7 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
                            const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                            int relu, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
+    cdef idx dg_off
     cdef int st, nt, rows, cols
     cdef floating *db
     st = check_dims(T, B, I, H, 0, 1)
@@ -726,11 +810,15 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
         return st
     db = db_ih if db_ih != NULL else db_hh
     plan_threads(nt, 4.0 * T * B * H * (I + H), B, H, 1, H, 0, sizeof(floating), True,
-                 _capi_forced_split, &nt, &rows, &cols)
-    st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db, slot(ws, off, R_DG, dx), pslot(ws, off, R_WT, dx),
+                 _capi_forced_split, True, &nt, &rows, &cols)
+    dg_off = rnn_dg_offset(T, B, I, H, sizeof(floating), chunk_top(T, B, I, H, sizeof(floating)))
+    st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db,
+                 dx + dg_off if dg_off >= 0 else slot(ws, off, R_DG, dx),
+                 pslot(ws, off, R_WT, dx),
                  slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
-                 lengths, T, B, I, H, relu, backward_chunk(T, B), nt, rows, cols,
+                 lengths, T, B, I, H, relu, backward_chunk(T, B, I, H, sizeof(floating)), nt,
+                 rows, cols,
                  _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
         memcpy(db_hh, db_ih, H * sizeof(floating))   # both biases enter the same sum

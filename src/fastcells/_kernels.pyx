@@ -1082,9 +1082,10 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  idx T, idx B, idx I, idx H, int relu, idx chunk, int n_threads, int n_rows,
                  int n_cols, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
-    # dg (min(chunk, T),B,H) scratch: its own buffer, or (w_pack NULL) dx's first elements when
-    # they lie below the top chunk's rows of dx (the top chunk's dG is dead before any lower
-    # chunk writes its dx; nothing is deferred then).
+    # dg (min(chunk, T),B,H) scratch: its own buffer, or elements of dx that lie below the top
+    # chunk's rows of dx and past those that t_defer defers (the top chunk's dG is dead before
+    # any lower chunk writes its dx): dx's first elements when w_pack is NULL (nothing is
+    # deferred then), or after the packing (rnn_dg_offset in _capi.pxi).
     # w_pack (packed_size(H, H)) scratch = W_hh packed: its own buffer, or the first
     # packed_size(H, H) elements of dx if T*B*I is at least that; or NULL: the step GEMM reads
     # W_hh in place (rgemm; H must be a multiple of the panel width), for when dx cannot hold
