@@ -211,7 +211,7 @@ def peak_gflops(dtype, n_threads, n=1536):
 
 
 # ------------------------------------------------------------------------------ timing
-def time_paired(fns, budget_s, min_rounds=3, max_rounds=20, settle_s=0.15):
+def time_paired(fns, budget_s, min_rounds=5, max_rounds=20, settle_s=0.15):
     """Median and best seconds of each callable, timed in rotated alternating blocks.
 
     Each round runs every implementation once as a block, in an order rotated from round to
@@ -221,6 +221,9 @@ def time_paired(fns, budget_s, min_rounds=3, max_rounds=20, settle_s=0.15):
     product (measured here: fastcells ran at half speed for that long after the reference),
     libgomp's for milliseconds -- would otherwise be charged to this one, and an idle CPU
     wakes slowly. Then it times calls worth about ``budget_s / rounds``.
+    At least 5 rounds: with 3 (one timed call per block at the large shape) one slow spell of
+    the machine decided a median -- LSTM large inference came out at 224 ms in a full run,
+    160 ms on its own, and 103-115 ms in a loop of its own calls (2026-12-02, Zen 5 VM).
     """
     names = list(fns)
     est = {}
