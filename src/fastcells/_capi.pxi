@@ -701,15 +701,17 @@ cdef int64_t rnn_ws(int64_t T, int64_t B, int64_t I, int64_t H, bint training, i
     cdef double c[R_N]
     cdef int64_t tmp[MAX_SLOTS]
     cdef double TB = <double>T * B
+    cdef idx top
     c[R_WT] = psize(H, H, itemsize, False)             # W_hh^T packed (W_hh in backward)
     c[R_WIH] = psize(I, H, itemsize, False) if packs_input(I, training, itemsize) else 0
     c[R_BIAS] = H                                      # b_ih + b_hh
     c[R_ZERO] = <double>B * H                          # zeros for an absent h0
     c[R_HS] = TB * H if training else 0
     # backward scratch, unless it fits in dx (rnn_dg_offset)
+    top = chunk_top(T, B, I, H, itemsize)
     c[R_DG] = 0
-    if training and rnn_dg_offset(T, B, I, H, itemsize, chunk_top(T, B, I, H, itemsize)) < 0:
-        c[R_DG] = <double>chunk_top(T, B, I, H, itemsize) * B * H
+    if training and rnn_dg_offset(T, B, I, H, itemsize, top) < 0:
+        c[R_DG] = <double>top * B * H
     c[R_HBUF] = 0 if training else <double>B * H
     return serves_inference(carve(c, R_N, itemsize, off),
                             rnn_ws(T, B, I, H, False, itemsize, tmp) if training else 0)
@@ -784,7 +786,7 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
                            const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                            int relu, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef idx dg_off
+    cdef idx chunk, dg_off
     cdef int st, nt, rows, cols
     cdef floating *db
     st = check_dims(T, B, I, H, 0, 1)
@@ -811,15 +813,13 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     db = db_ih if db_ih != NULL else db_hh
     plan_threads(nt, 4.0 * T * B * H * (I + H), B, H, 1, H, 0, sizeof(floating), True,
                  _capi_forced_split, True, &nt, &rows, &cols)
-    dg_off = rnn_dg_offset(T, B, I, H, sizeof(floating), chunk_top(T, B, I, H, sizeof(floating)))
+    chunk = backward_chunk(T, B, I, H, sizeof(floating))
+    dg_off = rnn_dg_offset(T, B, I, H, sizeof(floating), chunk if chunk < T else T)
     st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db,
                  dx + dg_off if dg_off >= 0 else slot(ws, off, R_DG, dx),
-                 pslot(ws, off, R_WT, dx),
-                 slot(ws, off, R_HS, dx),
+                 pslot(ws, off, R_WT, dx), slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
-                 lengths, T, B, I, H, relu, backward_chunk(T, B, I, H, sizeof(floating)), nt,
-                 rows, cols,
-                 _capi_set_threads)
+                 lengths, T, B, I, H, relu, chunk, nt, rows, cols, _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
         memcpy(db_hh, db_ih, H * sizeof(floating))   # both biases enter the same sum
     return st
