@@ -1074,6 +1074,9 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     return 0
 
 
+cdef double RNN_FINE_TASK_FLOPS = 8e6
+
+
 cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, floating *db,
                  floating *dg, floating *w_pack, floating *hs,
                  const floating *x, const floating *h0,
@@ -1129,9 +1132,14 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     if I > 0 and B > 0 and pack_elems(H, H, dx) <= T * B * I:
         t_defer = (pack_elems(H, H, dx) + B * I - 1) // (B * I)
     # each chunk's reductions, as tasks (see next_task): dW_hh, dW_ih, dx, db
-    parts[0] = n_threads
-    parts[1] = n_threads if I > 0 else 0
-    parts[2] = n_threads if I > 0 else 0
+    # Two parts per thread where a chunk's dW_hh is under RNN_FINE_TASK_FLOPS: the threads'
+    # time loops end at different moments (the vCPUs' speeds differ) and finer tasks even out
+    # the wait at the chunk's second barrier (paired blocks, Zen 5 VM, 2026-12-02: small shape
+    # training 0.95-0.97x the time, on one thread 0.97x; B,T,I,H = 32,64,32,32 0.975-0.98x;
+    # charrnn, 34 MFLOP per chunk, took 1.01-1.03x with two parts, so it keeps one)
+    parts[0] = n_threads * (2 if 2.0 * chunk * B * H * H < RNN_FINE_TASK_FLOPS else 1)
+    parts[1] = parts[0] if I > 0 else 0
+    parts[2] = parts[0] if I > 0 else 0
     parts[3] = n_threads if db != NULL else 0
     fc_tasks_init(&tasks)
     prev_main = set_blas_threads(set_threads, 1)
