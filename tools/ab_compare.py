@@ -18,6 +18,13 @@ compiled ``_kernels`` module from another build (copy the .so aside before rebui
 Configurations are cell:shape:mode[:threads] with the benchmark's shapes (fastcells.bench) or
 BxTxIxH (e.g. rnn:16x64x32x60:train).
 Run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, like the benchmark.
+
+Call by call, a variant that uses a second thread pays for the other variant's idle worker (a
+one-thread call lets libgomp's worker go idle), so changes of the thread count need blocks:
+``--block 30`` times 30 identical calls per variant and round (after 5 untimed ones) and
+reports the median of the per-round ratios of the blocks' medians (2026-12-02, Zen 5 VM: the
+thread-threshold change measured 1.00-1.01x call by call and 0.64-0.77x in blocks, which the
+benchmark's own blocks confirmed).
 """
 import argparse
 import importlib.util
@@ -38,6 +45,8 @@ def main():
     p.add_argument("--b", default="", help="snippet run before each call of variant B")
     p.add_argument("--old-so", default=None, help="variant A uses this compiled _kernels")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--block", type=int, default=1,
+                   help="calls per variant and round (1: alternate call by call)")
     args = p.parse_args()
     bench.keep_freed_memory()
     scope = dict(fc=fc, _api=_api, _kernels=_kernels, layers=layers, os=os)
@@ -69,13 +78,21 @@ def main():
         for r in range(args.rounds):
             for v in ("A", "B") if r % 2 == 0 else ("B", "A"):
                 select(v)
-                t = time.perf_counter()
-                f()
-                times[v].append(time.perf_counter() - t)
+                if args.block > 1:
+                    for _ in range(5):
+                        f()
+                block = []
+                for _ in range(args.block):
+                    t = time.perf_counter()
+                    f()
+                    block.append(time.perf_counter() - t)
+                times[v].append(np.median(block))
         select("B")
         _api._kernels = new_kernels
         a, b = (np.median(times[v]) * 1e3 for v in ("A", "B"))
-        print(f"{cfg:24s} A {a:10.3f} ms  B {b:10.3f} ms  B/A {b / a:.3f}", flush=True)
+        paired = np.median(np.array(times["B"]) / np.array(times["A"]))
+        print(f"{cfg:24s} A {a:10.3f} ms  B {b:10.3f} ms  B/A {b / a:.3f}  paired {paired:.3f}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ cdef enum:
 # no barrier per step, so a second thread pays at a quarter of that work (counted on the
 # forward's flops for a backward, see useful_threads). Measured on a 2-core AMD Zen 5 KVM guest
 # (AVX-512), 2026-12-02, against the 16 MFLOP rule alone, paired blocks of 30 identical calls
-# (/tmp tools, see issue 6's notes), training step unless 'infer', float32, 2 threads allowed:
+# (tools/ab_compare.py --block 30), training step unless 'infer', float32, 2 threads allowed:
 # Elman RNN small shape (B,T,I,H = 16,64,32,64) 0.64-0.99x the time (its backward with the
 # 256-row chunks of backward_chunk; with the 4-step chunks it was 0.69-1.24x, its 32 barriers
 # per call spinning ~20% of the samples), inference 0.57-0.77x; LSTM 16,16,32,64 0.57-0.61x,
