@@ -14,6 +14,8 @@
 #define FC_SYNC_H
 
 #include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -134,6 +136,22 @@ static inline void fc_tasks_init(fc_tasks_t *q)
 static inline long fc_task_take(fc_tasks_t *q)
 {
     return __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
+}
+
+/* Prefetch rows [0, rows) x bytes [0, row_bytes) of a matrix with row stride ld_bytes into L2
+ * (prefetcht1), one request per 64-byte line: a thread's rows of the next step's input
+ * projection, which the hoisted GEMM before the time loop split by rows of T*B, so that for
+ * half the steps the other core wrote them. */
+static inline void fc_prefetch_rows(const void *p, ptrdiff_t rows, ptrdiff_t row_bytes,
+                                    ptrdiff_t ld_bytes)
+{
+    const char *c = (const char *)p;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const char *row = c + r * ld_bytes;
+        uintptr_t a = (uintptr_t)row & ~(uintptr_t)63, end = (uintptr_t)row + row_bytes;
+        for (; a < end; a += 64)
+            __builtin_prefetch((const void *)a, 0, 2);
+    }
 }
 
 #endif
