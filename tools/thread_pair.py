@@ -41,8 +41,7 @@ def main():
 
     def make(B, n_threads):
         p = bench.make_problem(args.cell, B, args.T, args.I, args.H, np.float32)
-        a = (p["x"], p["h0"]) + ((p["c0"],) if args.cell == "lstm" else ()) + (
-            p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        a = bench.forward_args(args.cell, p)
         fwd = getattr(fc, f"{args.cell}_forward")
         return lambda: fwd(*a, training=args.mode == "train", n_threads=n_threads)
 

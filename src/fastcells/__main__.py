@@ -7,7 +7,7 @@ def check(args):
     """Compare every kernel with the NumPy reference on a few shapes; exit 1 on mismatch."""
     import numpy as np
     from . import _api, reference
-    from .bench import GATES, make_problem
+    from .bench import GATES, forward_args, make_problem
     worst = 0.0
     ok = True
     for dt, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
@@ -16,9 +16,7 @@ def check(args):
                 p = make_problem(cell, B, T, I, H, dt)
                 outs = []
                 for mod in (_api, reference):
-                    args_ = (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
-                        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
-                    *fwd, ws = getattr(mod, f"{cell}_forward")(*args_)
+                    *fwd, ws = getattr(mod, f"{cell}_forward")(*forward_args(cell, p))
                     extra = (None,) if cell == "lstm" else ()
                     grads = getattr(mod, f"{cell}_backward")(p["dy"], None, *extra, ws)
                     outs.append(list(fwd) + list(grads))

@@ -69,11 +69,16 @@ def make_problem(cell, B, T, I, H, dtype, seed=0):
     ).items()}
 
 
+def forward_args(cell, p):
+    """The positional arguments of ``{cell}_forward`` for a problem of make_problem."""
+    return (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
+        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+
+
 def step_fn(mod, cell, p, mode, n_threads):
     """A zero-argument callable: inference forward, or training forward + full backward."""
     training = mode == "train"
-    args = (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
-        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    args = forward_args(cell, p)
     fwd = getattr(mod, f"{cell}_forward")
     bwd = getattr(mod, f"{cell}_backward")
     dy = p["dy"]
@@ -103,8 +108,7 @@ def memory_use(cell, p, mode, n_threads):
     """Peak bytes fastcells allocates for one step beyond the arrays it returns (tracemalloc
     sees NumPy's allocations): forward (+ backward for training)."""
     import tracemalloc
-    step_args = (p["x"], p["h0"]) + ((p["c0"],) if cell == "lstm" else ()) + (
-        p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    step_args = forward_args(cell, p)
     fwd, bwd = getattr(_api, f"{cell}_forward"), getattr(_api, f"{cell}_backward")
     training = mode == "train"
     tracemalloc.start()
