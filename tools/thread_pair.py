@@ -11,7 +11,8 @@ layout of the time loop's buffers could win back.
     python tools/thread_pair.py rnn --mode infer -H 64
     python tools/thread_pair.py gru --mode train -B 16 -T 640 -I 32 -H 64
 
-Forward passes only (``--mode train`` runs the training forward, which saves the workspace).
+``--mode infer`` and ``--mode train`` time forward passes (``train``: the training forward,
+which saves the workspace); ``--mode step`` a training step (that forward and the backward).
 Run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, like the benchmark.
 """
 import argparse
@@ -27,7 +28,7 @@ from fastcells import bench
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cell", choices=["lstm", "gru", "rnn"])
-    ap.add_argument("--mode", choices=["infer", "train"], default="infer")
+    ap.add_argument("--mode", choices=["infer", "train", "step"], default="infer")
     ap.add_argument("-B", type=int, default=16, help="batch of the two-thread call (even)")
     ap.add_argument("-T", type=int, default=640)
     ap.add_argument("-I", type=int, default=32)
@@ -41,6 +42,8 @@ def main():
 
     def make(B, n_threads):
         p = bench.make_problem(args.cell, B, args.T, args.I, args.H, np.float32)
+        if args.mode == "step":
+            return bench.step_fn(fc, args.cell, p, "train", n_threads)
         a = bench.forward_args(args.cell, p)
         fwd = getattr(fc, f"{args.cell}_forward")
         return lambda: fwd(*a, training=args.mode == "train", n_threads=n_threads)
