@@ -5,6 +5,7 @@ kernels (a training step: forward with workspace + backward, 2 threads).
     python setup.py build_ext --inplace
     python tools/slice_prototype.py rnn 16,64,32,64
     python tools/slice_prototype.py lstm 16,64,32,64
+    python tools/slice_prototype.py gru 16,64,32,64
     git checkout src/fastcells/_kernels.pyx && python setup.py build_ext --inplace
 
 Prints each output's largest error relative to the float64 reference, then paired timings.
@@ -21,13 +22,13 @@ from fastcells import _kernels, bench, reference
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cell", choices=["rnn", "lstm"])
+    ap.add_argument("cell", choices=["rnn", "lstm", "gru"])
     ap.add_argument("shape", help="B,T,I,H")
     ap.add_argument("--calls", type=int, default=500)
     args = ap.parse_args()
     B, T, I, H = (int(v) for v in args.shape.split(","))
     lstm = args.cell == "lstm"
-    G = 4 * H if lstm else H
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[args.cell] * H
     bench.keep_freed_memory()
     p = bench.make_problem(args.cell, B, T, I, H, np.float32)
     bias = (p["b_ih"] + p["b_hh"]).astype(np.float32)
@@ -44,6 +45,14 @@ def main():
                                      flat(p["h0"]), flat(p["c0"]), flat(p["w_ih"]),
                                      flat(p["w_hh"]), bias, flat(p["dy"]), T, B, I, H)
             return y, h_n, c_n, dx, dh0, dc0, dw_ih, dw_hh, db
+        if args.cell == "gru":
+            db2 = f32(G + H)             # db_ih, then db_hh's n part (its r, z parts = db_ih's)
+            _kernels.slice_gru_step(flat(y), flat(h_n), flat(dx), flat(dh0), flat(dw_ih),
+                                    flat(dw_hh), db2, db2, flat(p["x"]), flat(p["h0"]),
+                                    flat(p["w_ih"]), flat(p["w_hh"]), p["b_ih"], p["b_hh"],
+                                    flat(p["dy"]), T, B, I, H)
+            db_hh = np.concatenate([db2[:2 * H], db2[G:]])
+            return y, h_n, dx, dh0, dw_ih, dw_hh, db2[:G], db_hh
         _kernels.slice_rnn_step(flat(y), flat(h_n), flat(dx), flat(dh0), flat(dw_ih),
                                 flat(dw_hh), db, flat(p["x"]), flat(p["h0"]), flat(p["w_ih"]),
                                 flat(p["w_hh"]), bias, flat(p["dy"]), T, B, I, H)
@@ -54,9 +63,10 @@ def main():
     *fwd, ws = getattr(reference, f"{args.cell}_forward")(*args64)
     grads = getattr(reference, f"{args.cell}_backward")(d(p["dy"]), None,
                                                          *((None,) if lstm else ()), ws)
-    exact = list(fwd) + list(grads[:-1])          # db_ih == db_hh: compare one
-    names = (["y", "h_n", "c_n", "dx", "dh0", "dc0"] if lstm else ["y", "h_n", "dx", "dh0"]) + [
-        "dw_ih", "dw_hh", "db"]
+    gru = args.cell == "gru"
+    exact = list(fwd) + list(grads if gru else grads[:-1])   # LSTM, RNN: db_ih == db_hh
+    names = (["y", "h_n", "c_n", "dx", "dh0", "dc0"] if lstm else ["y", "h_n", "dx", "dh0"]) + (
+        ["dw_ih", "dw_hh", "db_ih", "db_hh"] if gru else ["dw_ih", "dw_hh", "db"])
     for name, got, ref in zip(names, slice_step(), exact):
         print(f"{name} {np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30):.1e}", end="; ")
     print()
