@@ -17,20 +17,43 @@
 # fast: a private copy of the packed W_hh changed nothing), the blocked layout in the
 # Workspace (blocks back to back need no padding: the same array shapes), lengths, the classic
 # GRU, float64, any thread count, and a rule for when it pays (small H, B >= 2 per thread).
-# The three functions repeat their buffer setup and reduction: kept as measured, to be replaced by
-# the real implementation rather than refactored.
+# The three share their scratch, carving and reduction helpers; each keeps its own cell's steps.
 
 from libc.stdlib cimport malloc, free
 cdef char *XSM[2]
 XSM[0] = NULL
 XSM[1] = NULL
 
+cdef inline float *slice_scratch(int tid) noexcept nogil:
+    """This thread's private scratch (256 MB, kept across calls), from a 4 KB boundary."""
+    if XSM[tid] == NULL:
+        XSM[tid] = <char*>malloc(256 << 20)
+    return <float*>(((<uintptr_t>XSM[tid]) + 4095) & ~(<uintptr_t>4095))
+
+
+cdef inline float *after(float *p, idx n) noexcept nogil:
+    """The next 4 KB-aligned block after n floats at p (p 4 KB-aligned)."""
+    return p + (n + 1023) // 1024 * 1024
+
+
+cdef inline void add_partials(float *dw_ih, idx n_ih, float *dw_hh, idx n_hh, float *db,
+                              idx n_b, float **part) noexcept nogil:
+    """The second thread's weight gradients (part[0..2]) into the outputs."""
+    cdef idx j
+    for j in range(n_ih):
+        dw_ih[j] += part[0][j]
+    for j in range(n_hh):
+        dw_hh[j] += part[1][j]
+    for j in range(n_b):
+        db[j] += part[2][j]
+
+
 def slice_rnn_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0, float[::1] dw_ih,
                    float[::1] dw_hh, float[::1] db, const float[::1] x, const float[::1] h0,
                    const float[::1] w_ih, const float[::1] w_hh, const float[::1] bias,
                    const float[::1] dy, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H):
     cdef int tid
-    cdef idx b0, b1, nb, t, off, BH = B * H, npk_hh, npk_ih, npk_w, npk_wi, k, j
+    cdef idx b0, b1, nb, t, BH = B * H, npk_hh, npk_ih, npk_wi
     cdef float *base
     cdef float *wv
     cdef float *wiv
@@ -54,21 +77,18 @@ def slice_rnn_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0, 
         b0 = slice_start(B, 2, tid)
         b1 = slice_start(B, 2, tid + 1)
         nb = b1 - b0
-        if XSM[tid] == NULL:
-            XSM[tid] = <char*>malloc(256 << 20)
-        off = (((<uintptr_t>XSM[tid]) + 4095) & ~(<uintptr_t>4095)) - <uintptr_t>XSM[tid]
-        base = <float*>(XSM[tid] + off)
+        base = slice_scratch(tid)
         wv = base
-        wiv = wv + (npk_hh + 1023) // 1024 * 1024
-        wb = wiv + (npk_ih + 1023) // 1024 * 1024
-        wib = wb + (npk_hh + 1023) // 1024 * 1024
-        hk = wib + (npk_wi + 1023) // 1024 * 1024
-        dgk = hk + (T * nb * H + 1023) // 1024 * 1024
-        xk = dgk + (T * nb * H + 1023) // 1024 * 1024
-        dh = xk + (T * nb * I + 1023) // 1024 * 1024
-        pw_ih = dh + (nb * H + 1023) // 1024 * 1024
-        pw_hh = pw_ih + (H * I + 1023) // 1024 * 1024
-        pdb = pw_hh + (H * H + 1023) // 1024 * 1024
+        wiv = after(wv, npk_hh)
+        wb = after(wiv, npk_ih)
+        wib = after(wb, npk_hh)
+        hk = after(wib, npk_wi)
+        dgk = after(hk, T * nb * H)
+        xk = after(dgk, T * nb * H)
+        dh = after(xk, T * nb * I)
+        pw_ih = after(dh, nb * H)
+        pw_hh = after(pw_ih, H * I)
+        pdb = after(pw_hh, H * H)
         if tid == 0:
             pw_ih = &dw_ih[0]
             pw_hh = &dw_hh[0]
@@ -105,12 +125,7 @@ def slice_rnn_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0, 
             pgemm(nb, 0, I, H, dgk + t * nb * H, H, wib, H, &dx[0] + (t * B + b0) * I, I, False)
         fc_barrier_wait(&bar)
         if tid == 0:
-            for j in range(H * I):
-                dw_ih[j] += P1[0][j]
-            for j in range(H * H):
-                dw_hh[j] += P1[1][j]
-            for j in range(H):
-                db[j] += P1[2][j]
+            add_partials(&dw_ih[0], H * I, &dw_hh[0], H * H, &db[0], H, P1)
 
 
 def slice_lstm_step(float[::1] y, float[::1] h_n, float[::1] c_n, float[::1] dx, float[::1] dh0,
@@ -119,7 +134,7 @@ def slice_lstm_step(float[::1] y, float[::1] h_n, float[::1] c_n, float[::1] dx,
                     const float[::1] w_ih, const float[::1] w_hh, const float[::1] bias,
                     const float[::1] dy, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H):
     cdef int tid
-    cdef idx b0, b1, nb, t, off, BH = B * H, G = 4 * H, n1, n2, n3, j
+    cdef idx b0, b1, nb, t, BH = B * H, G = 4 * H, n1, n2, n3
     cdef float *base
     cdef float *wv
     cdef float *wiv
@@ -145,23 +160,20 @@ def slice_lstm_step(float[::1] y, float[::1] h_n, float[::1] c_n, float[::1] dx,
         b0 = slice_start(B, 2, tid)
         b1 = slice_start(B, 2, tid + 1)
         nb = b1 - b0
-        if XSM[tid] == NULL:
-            XSM[tid] = <char*>malloc(256 << 20)
-        off = (((<uintptr_t>XSM[tid]) + 4095) & ~(<uintptr_t>4095)) - <uintptr_t>XSM[tid]
-        base = <float*>(XSM[tid] + off)
+        base = slice_scratch(tid)
         wv = base
-        wiv = wv + (n1 + 1023) // 1024 * 1024
-        wb = wiv + (n2 + 1023) // 1024 * 1024
-        wib = wb + (n1 + 1023) // 1024 * 1024
-        hk = wib + (n3 + 1023) // 1024 * 1024
-        ck = hk + (T * nb * H + 1023) // 1024 * 1024
-        gk = ck + (T * nb * H + 1023) // 1024 * 1024
-        xk = gk + (T * nb * G + 1023) // 1024 * 1024
-        dh = xk + (T * nb * I + 1023) // 1024 * 1024
-        dc = dh + (nb * H + 1023) // 1024 * 1024
-        pw_ih = dc + (nb * H + 1023) // 1024 * 1024
-        pw_hh = pw_ih + (G * I + 1023) // 1024 * 1024
-        pdb = pw_hh + (G * H + 1023) // 1024 * 1024
+        wiv = after(wv, n1)
+        wb = after(wiv, n2)
+        wib = after(wb, n1)
+        hk = after(wib, n3)
+        ck = after(hk, T * nb * H)
+        gk = after(ck, T * nb * H)
+        xk = after(gk, T * nb * G)
+        dh = after(xk, T * nb * I)
+        dc = after(dh, nb * H)
+        pw_ih = after(dc, nb * H)
+        pw_hh = after(pw_ih, G * I)
+        pdb = after(pw_hh, G * H)
         if tid == 0:
             pw_ih = &dw_ih[0]
             pw_hh = &dw_hh[0]
@@ -206,12 +218,7 @@ def slice_lstm_step(float[::1] y, float[::1] h_n, float[::1] c_n, float[::1] dx,
             pgemm(nb, 0, I, G, gk + t * nb * G, G, wib, G, &dx[0] + (t * B + b0) * I, I, False)
         fc_barrier_wait(&bar)
         if tid == 0:
-            for j in range(G * I):
-                dw_ih[j] += P1[0][j]
-            for j in range(G * H):
-                dw_hh[j] += P1[1][j]
-            for j in range(G):
-                db[j] += P1[2][j]
+            add_partials(&dw_ih[0], G * I, &dw_hh[0], G * H, &db[0], G, P1)
 
 
 def slice_gru_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0,
@@ -220,7 +227,7 @@ def slice_gru_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0,
                    const float[::1] w_hh, const float[::1] b_ih, const float[::1] b_hh,
                    const float[::1] dy, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H):
     cdef int tid
-    cdef idx b0, b1, nb, t, off, BH = B * H, G = 3 * H, n1, n2, n3, j
+    cdef idx b0, b1, nb, t, BH = B * H, G = 3 * H, n1, n2, n3
     cdef float *base
     cdef float *wv
     cdef float *wiv
@@ -246,23 +253,20 @@ def slice_gru_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0,
         b0 = slice_start(B, 2, tid)
         b1 = slice_start(B, 2, tid + 1)
         nb = b1 - b0
-        if XSM[tid] == NULL:
-            XSM[tid] = <char*>malloc(256 << 20)
-        off = (((<uintptr_t>XSM[tid]) + 4095) & ~(<uintptr_t>4095)) - <uintptr_t>XSM[tid]
-        base = <float*>(XSM[tid] + off)
+        base = slice_scratch(tid)
         wv = base
-        wiv = wv + (n1 + 1023) // 1024 * 1024
-        wb = wiv + (n2 + 1023) // 1024 * 1024
-        wib = wb + (n1 + 1023) // 1024 * 1024
-        hk = wib + (n3 + 1023) // 1024 * 1024
-        hnk = hk + (T * nb * H + 1023) // 1024 * 1024
-        gk = hnk + (T * nb * H + 1023) // 1024 * 1024
-        ghk = gk + (T * nb * G + 1023) // 1024 * 1024
-        xk = ghk + (nb * G + 1023) // 1024 * 1024
-        dh = xk + (T * nb * I + 1023) // 1024 * 1024
-        pw_ih = dh + (nb * H + 1023) // 1024 * 1024
-        pw_hh = pw_ih + (G * I + 1023) // 1024 * 1024
-        pdb = pw_hh + (G * H + 1023) // 1024 * 1024
+        wiv = after(wv, n1)
+        wb = after(wiv, n2)
+        wib = after(wb, n1)
+        hk = after(wib, n3)
+        hnk = after(hk, T * nb * H)
+        gk = after(hnk, T * nb * H)
+        ghk = after(gk, T * nb * G)
+        xk = after(ghk, nb * G)
+        dh = after(xk, T * nb * I)
+        pw_ih = after(dh, nb * H)
+        pw_hh = after(pw_ih, G * I)
+        pdb = after(pw_hh, G * H)
         if tid == 0:
             pw_ih = &dw_ih[0]
             pw_hh = &dw_hh[0]
@@ -306,9 +310,4 @@ def slice_gru_step(float[::1] y, float[::1] h_n, float[::1] dx, float[::1] dh0,
             pgemm(nb, 0, I, G, gk + t * nb * G, G, wib, G, &dx[0] + (t * B + b0) * I, I, False)
         fc_barrier_wait(&bar)
         if tid == 0:
-            for j in range(G * I):
-                dw_ih[j] += P1[0][j]
-            for j in range(G * H):
-                dw_hh[j] += P1[1][j]
-            for j in range(G + H):
-                db_ih[j] += P1[2][j]
+            add_partials(&dw_ih[0], G * I, &dw_hh[0], G * H, &db_ih[0], G + H, P1)
