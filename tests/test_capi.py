@@ -400,6 +400,8 @@ CASES = [
     ("big-hidden-split", (32, 3, 32, 256, 64), dict(n_threads=2)),
     # batch 1 with enough weights per step: hidden split below MIN_FLOPS_PER_THREAD per thread
     ("big-b1-hidden-split", (60, 1, 64, 128, 64), dict(n_threads=2, lengths=True)),
+    # LSTM and GRU training in slice mode (see test_slices.py; the workspace header records it)
+    ("slices", (48, 16, 32, 32, 16), dict(n_threads=2, lengths=True, seed=5)),
 ]
 
 
@@ -446,6 +448,35 @@ def test_big_cases_use_two_threads():
                 assert nt == 2, (cid, kind)
             layouts.add((rows, cols))
     assert {(2, 1), (1, 2)} <= layouts
+
+
+def test_slices_case_uses_slice_mode():
+    """The 'slices' case above runs LSTM and GRU training in slice mode (2 slices)."""
+    (T, B, I, H, P), = [shape for cid, shape, _ in CASES if cid == "slices"]
+    for G in (4, 3):
+        nt, rows, cols = _kernels.plan(2, 2.0 * T * B * G * H * (I + H), B, H, G, H, 4, True, 0)
+        assert _kernels.slices(nt, rows, cols, 0, T, B, I, H, G, H, True, 4) == 2
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_classic"])
+def test_slices_backward_follows_the_header(cell):
+    """A slice-mode forward's backward runs in its slices whatever n_threads it is given (the
+    header records the count: the same bits as the Python API at 2 threads), and a count the
+    forward could not have chosen is refused with FC_ERR_WORKSPACE_STATE."""
+    import ctypes
+    (T, B, I, H, P), = [shape for cid, shape, _ in CASES if cid == "slices"]
+    p = make(cell, np.float32, T, B, I, H, lengths=True, seed=8)
+    want = expected_train(fastcells, p, 2)
+    for bwd_threads in (1, 4):
+        assert_results_equal(c_train(p, 2, bwd_threads=bwd_threads), want)
+    ws = Ws(ws_size(p, 1))
+    name, kw, _ = fwd_kw(p, ws, 1, 2)
+    ok(name, kw)
+    reserved = ctypes.c_int32.from_address(ws.addr + 20)     # ws_header.reserved
+    assert reserved.value == 2
+    reserved.value = 9
+    bname, bkw, _ = bwd_kw(p, ws, 2)
+    expect_status(capi.FC_ERR_WORKSPACE_STATE, bname, bkw, [ws.buf])
 
 
 def test_batch1_hidden_split_rule():

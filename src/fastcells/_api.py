@@ -50,7 +50,7 @@ class Workspace:
     """
 
     __slots__ = ("_cell", "_dtype", "_dims", "_nonlinearity", "_reset_after", "_n_threads",
-                 "_has_b_ih", "_has_b_hh", "_arrays", "_consumed")
+                 "_has_b_ih", "_has_b_hh", "_arrays", "_consumed", "_slices")
 
     def __init__(self, *args, _token=None, **kwargs):
         if _token is not _WS_TOKEN:
@@ -66,7 +66,7 @@ class Workspace:
         return ws
 
     def _init(self, cell, dtype, T, B, I, H, n_threads, has_b_ih, has_b_hh, arrays,
-              nonlinearity=None, reset_after=True, P=None):
+              nonlinearity=None, reset_after=True, P=None, slices=0):
         self._cell = cell
         self._dtype = np.dtype(dtype)
         self._dims = (T, B, I, H, H if P is None else P)
@@ -76,6 +76,9 @@ class Workspace:
         self._has_b_ih, self._has_b_hh = has_b_ih, has_b_hh
         self._arrays = arrays
         self._consumed = False
+        # the forward's slice count: its saved arrays' layout, which its backward follows
+        # (_kernels.pyx, "slice mode"); 0 = the grid layout
+        self._slices = slices
 
     cell = property(lambda self: self._cell, doc="'lstm', 'gru' or 'rnn'")
     dtype = property(lambda self: self._dtype)
@@ -263,10 +266,12 @@ def _lengths(lengths, T, B):
 
 
 def _forced_split():
-    """FASTCELLS_SPLIT=batch|hidden forces the time loop's thread layout (for experiments).
+    """FASTCELLS_SPLIT=batch|hidden|slices forces the time loop's thread layout (for
+    experiments; batch: the grid's batch split, never slice mode; slices: slice mode wherever
+    its layout works, see _capi.pxi's train_slices).
     Read at import (reading os.environ cost ~1 us per call); experiments in one process set
     _FORCED_SPLIT (0 = the rule, 1 = batch, 2 = hidden), as tools/ab_compare.py does."""
-    return {"batch": 1, "hidden": 2}.get(os.environ.get("FASTCELLS_SPLIT", ""), 0)
+    return {"batch": 1, "hidden": 2, "slices": 3}.get(os.environ.get("FASTCELLS_SPLIT", ""), 0)
 
 
 _FORCED_SPLIT = _forced_split()
@@ -280,6 +285,23 @@ def _plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok=True, I_loop=0, back
     _capi.pxi, shared with the C API."""
     return _kernels.plan(n_threads, flops, B, H, G, P, itemsize, hidden_ok, _FORCED_SPLIT,
                          I_loop, backward)
+
+
+def _slices(nt, n_rows, n_cols, T, B, I, H, G, P, itemsize, allowed=True):
+    """The slice count of a training forward planned as (nt, n_rows, n_cols): 0 for the grid
+    layout (_capi.pxi's train_slices, shared with the C API)."""
+    return _kernels.slices(nt, n_rows, n_cols, _FORCED_SPLIT, T, B, I, H, G, P, allowed,
+                           itemsize)
+
+
+def _backward_plan(ws, flops, G, hidden_ok=True):
+    """(threads, n_rows, n_cols, slices) of a backward: the forward's slices if it ran in
+    slice mode (the saved arrays' layout), else _plan."""
+    if ws._slices:
+        return ws._slices, ws._slices, 1, ws._slices
+    T, B, I, H, P = ws._dims
+    return _plan(ws.n_threads, flops, B, H, G, P, ws._dtype.itemsize, hidden_ok,
+                 backward=True) + (0,)
 
 
 def _check_ws_type(ws, cell, fn):
@@ -301,6 +323,10 @@ def _take_workspace(ws, cell, fn):
         n = ws._n_threads
         if not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"{fn}: corrupted workspace (n_threads = {n!r})")
+        s = ws._slices
+        if s != 0 and (not isinstance(s, int) or not 2 <= s <= MAX_THREADS or _kernels.slices(
+                s, s, 1, 3, T, B, I, H, _GATES[cell], P, True, ws._dtype.itemsize) != s):
+            raise ValueError(f"{fn}: corrupted workspace (slices = {s!r})")
         spec = _WS_SHAPES[cell](T, B, I, H, P)
         key = _kernels.misfit_array(arrays, spec, ws._dtype)
         if key is not None:
@@ -422,6 +448,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 4 * H * (I + P) + 2.0 * T * B * P * H,
                                B, H, 4, P, dtype.itemsize, hidden_ok=not proj,
                                I_loop=0 if training else I)
+    slices = _slices(nt, n_rows, n_cols, T, B, I, H, 4, P, dtype.itemsize,
+                     training and not proj)
     y = np.empty((T, B, P), dtype)
     h_n = np.empty((B, P), dtype)
     c_n = np.empty((B, H), dtype)
@@ -442,13 +470,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, leng
     with blas_fallback_limit(nt):
         _kernels.lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack,
                               w_ih_pack, bias, w_hr_t, lengths, T, B, I, H, P, nt, n_rows, n_cols,
-                              set_threads_local_address())
+                              slices, set_threads_local_address())
     if not training:
         return y, h_n, c_n, None
     ws = Workspace._new("lstm", dtype, T, B, I, H, nt_requested, b_ih is not None,
                         b_hh is not None,
                         dict(gates=gates, cs=cs, hs=hs, us=us, x=x, h0=h0, c0=c0, w_ih=w_ih,
-                             w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P)
+                             w_hh=w_hh, w_hr=w_hr, lengths=lengths), P=P, slices=slices)
     return y, h_n, c_n, ws
 
 
@@ -478,14 +506,13 @@ def lstm_backward(dy, dh_n, dc_n, ws):
     dw_hr = np.empty((P, H), dtype) if proj else None
     dhs = _empty64((T, B, P), dtype) if proj else None
     du = _empty64((B, H), dtype) if proj else None
-    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H,
-                               B, H, 4, P, dtype.itemsize, hidden_ok=not proj,
-                               backward=True)
+    nt, n_rows, n_cols, slices = _backward_plan(
+        ws, 4.0 * T * B * 4 * H * (I + P) + 4.0 * T * B * P * H, 4, hidden_ok=not proj)
     with blas_fallback_limit(nt):
         _kernels.lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, a["gates"], a["cs"], a["hs"],
                                a["us"], dhs, du, w_pack, a["x"], a["h0"], a["c0"], a["w_ih"],
                                a["w_hh"], a["w_hr"], dy, dh_n, dc_n, a["lengths"], T, B, I, H, P,
-                               nt, n_rows, n_cols, set_threads_local_address())
+                               nt, n_rows, n_cols, slices, set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
     return grads + (dw_hr,) if proj else grads
@@ -537,6 +564,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * 3 * H * (I + H), B, H, 3, H,
                                dtype.itemsize, hidden_ok=reset_after,
                                I_loop=0 if training else I)
+    slices = _slices(nt, n_rows, n_cols, T, B, I, H, 3, H, dtype.itemsize, training)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     gh = _empty64((B, 3 * H), dtype)
@@ -554,14 +582,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         _kernels.gru_forward(y, h_n, gates, hn, hs, gh, hbuf, x, h0, w_ih, w_hh,
                              _pack_buffer(H, 3 * H, dtype),
                              _x_pack(training, I, 3 * H, dtype), kb_ih, kb_hh,
-                             reset_after, lengths, T, B, I, H, nt, n_rows, n_cols,
+                             reset_after, lengths, T, B, I, H, nt, n_rows, n_cols, slices,
                              set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace._new("gru", dtype, T, B, I, H, nt_requested, b_ih is not None,
                         b_hh is not None,
                         dict(gates=gates, hn=hn, hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,
-                             lengths=lengths), reset_after=reset_after)
+                             lengths=lengths), reset_after=reset_after, slices=slices)
     return y, h_n, ws
 
 
@@ -582,12 +610,12 @@ def gru_backward(dy, dh_n, ws):
     db_ih = np.empty(3 * H, dtype) if ws.has_b_ih else None
     db_hh = np.empty(3 * H, dtype) if ws.has_b_hh else None
     dgh = None if ws.reset_after else _empty64((B, H), dtype)   # classic: d(r*h) of a step
-    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * 3 * H * (I + H), B, H, 3, H,
-                               dtype.itemsize, hidden_ok=ws.reset_after, backward=True)
+    nt, n_rows, n_cols, slices = _backward_plan(ws, 4.0 * T * B * 3 * H * (I + H), 3,
+                                                hidden_ok=ws.reset_after)
     with blas_fallback_limit(nt):
         _kernels.gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, a["gates"], a["hn"], dgh, w_pack,
                               a["hs"], a["x"], a["h0"], a["w_ih"], a["w_hh"], ws.reset_after, dy,
-                              dh_n, a["lengths"], T, B, I, H, nt, n_rows, n_cols,
+                              dh_n, a["lengths"], T, B, I, H, nt, n_rows, n_cols, slices,
                               set_threads_local_address())
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 

@@ -112,10 +112,14 @@ cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_lo
     # threads of a call (n_threads n, its GEMM flops) and the (n_rows, n_cols) grid of its time
     # loop. I_loop: the input width whose weights the loop reads every step (I for an inference
     # forward, which projects x per step; 0 otherwise). forced: 0 = choose, 1 = batch,
-    # 2 = hidden split.
+    # 2 = hidden split, 3 = all n threads, in slice mode where possible (else the batch
+    # split; see train_slices).
     cdef double step_bytes = <double>G * H * (P + I_loop) * itemsize
     cdef bint can_split_hidden
     cdef int k = useful_threads(n, flops, B, backward), m
+    if forced == 3:
+        forced = 1
+        k = n              # every thread allowed (for tests and experiments)
     cdef bint b1_hidden = (B == 1 and hidden_ok and forced != 1
                            and step_bytes >= B1_HIDDEN_SPLIT_STEP_BYTES
                            and flops >= MIN_FLOPS_PER_THREAD / 2)
@@ -136,6 +140,45 @@ cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_lo
         n_cols[0] = k
         return
     n_rows[0] = <int>(B if B < k else k) if B > 0 else 1
+
+
+# Slice mode (see _kernels.pyx, "slice mode"): a training forward planned as a batch split
+# over nt >= 2 threads runs each thread's slice as a problem of its own, and its backward
+# follows (the Workspace / the C API's workspace header record the slice count). For small H
+# only: there the grid layout's shared pages and cross-core products cost most, and a slice's
+# hoisted products on one core stay small. Measured (Xeon guest, 2 threads, 2026-12-07): see
+# the README ("The small shape and 1.10x the floor") for the prototypes; the thresholds below
+# by tools/ab_compare.py with FASTCELLS_SPLIT=slices against batch.
+# Conditions: at least SLICE_MIN_ROWS rows per slice; a slice's rows of one step of x within
+# the stack buffer (SLICE_BUF_BYTES); the backward's partials within dx (T*B*I elements).
+cdef enum:
+    SLICE_MIN_ROWS = 4
+    SLICE_MAX_H = 128
+
+
+cdef int train_slices(int nt, int n_rows, int n_cols, int forced, idx T, idx B, idx I, idx H,
+                      int Gk, idx P, bint allowed, int itemsize) noexcept nogil:
+    # The slice count of a training forward planned as (nt, n_rows, n_cols), 0 for the grid
+    # layout. Gk: gates per hidden unit; P: the state width (LSTM projection: not allowed).
+    # forced as in plan_threads (3: slice mode wherever its layout works, whatever H).
+    if not allowed or forced == 1 or forced == 2 or nt < 2 or n_cols != 1 or n_rows != nt:
+        return 0
+    if T < 1 or I < 1 or B < SLICE_MIN_ROWS * nt:
+        return 0
+    if forced != 3 and H > SLICE_MAX_H:
+        return 0
+    if (B + nt - 1) // nt * I * itemsize > SLICE_BUF_BYTES:
+        return 0
+    if slice_scratch_elems(nt, Gk * H, I, P, H) > T * B * I:
+        return 0
+    return nt
+
+
+def slices(int nt, int n_rows, int n_cols, int forced, Py_ssize_t T, Py_ssize_t B,
+           Py_ssize_t I, Py_ssize_t H, int G, Py_ssize_t P, bint allowed, int itemsize):
+    """The slice count of a training forward planned as (nt, n_rows, n_cols); 0 = the grid
+    layout (train_slices, the same rule as the C API)."""
+    return train_slices(nt, n_rows, n_cols, forced, T, B, I, H, G, P, allowed, itemsize)
 
 
 def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
@@ -306,13 +349,14 @@ cdef void ws_begin(void *ws) noexcept nogil:
 
 
 cdef void ws_publish(void *ws, int cell, int itemsize, int flags, int64_t T, int64_t B,
-                     int64_t I, int64_t H, int64_t P) noexcept nogil:
+                     int64_t I, int64_t H, int64_t P, int slices) noexcept nogil:
+    # slices: the forward's slice count (its saved arrays' layout), 0 = the grid layout
     cdef ws_header *hd = <ws_header *>ws
     hd.magic = WS_MAGIC
     hd.cell = cell
     hd.itemsize = itemsize
     hd.flags = flags
-    hd.reserved = 0
+    hd.reserved = slices
     hd.T = T
     hd.B = B
     hd.I = I
@@ -333,6 +377,26 @@ cdef int ws_claim(void *ws, int cell, int itemsize, int flags, int64_t T, int64_
         return FC_ERR_WORKSPACE_STATE
     if not fc_atomic_cas_int(&hd.state, WS_READY, WS_CONSUMED):
         return FC_ERR_WORKSPACE_STATE                 # another backward took it first
+    return FC_OK
+
+
+cdef int backward_plan(const void *ws, int nt, double flops, idx T, idx B, idx I, idx H,
+                       int Gk, idx P, bint hidden_ok, int itemsize, int *n_threads,
+                       int *n_rows, int *n_cols, int *slices) noexcept nogil:
+    # A backward's threads: the forward's slices if it ran in slice mode (the saved arrays'
+    # layout; recorded in the header by ws_publish), else plan_threads. FC_ERR_WORKSPACE_STATE
+    # if the recorded count is not one the forward could have chosen.
+    cdef int sl = (<const ws_header *>ws).reserved
+    slices[0] = 0
+    if sl == 0:
+        plan_threads(nt, flops, B, H, Gk, P, 0, itemsize, hidden_ok, _capi_forced_split, True,
+                     n_threads, n_rows, n_cols)
+        return FC_OK
+    if sl < 2 or sl > MAX_THREADS or train_slices(sl, sl, 1, 3, T, B, I, H, Gk, P, True,
+                                                  itemsize) != sl:
+        return FC_ERR_WORKSPACE_STATE
+    n_threads[0] = n_rows[0] = slices[0] = sl
+    n_cols[0] = 1
     return FC_OK
 
 
@@ -458,7 +522,7 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                            int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int training,
                            int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef bint proj = P > 0
     cdef int64_t Pe = P if proj else H, G = 4
     cdef floating *zero
@@ -491,6 +555,8 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
     plan_threads(nt, 2.0 * T * B * G * H * (I + Pe) + 2.0 * T * B * Pe * H, B, H, 4, Pe,
                  0 if training else I, sizeof(floating), not proj, _capi_forced_split, False,
                  &nt, &rows, &cols)
+    sl = train_slices(nt, rows, cols, _capi_forced_split, T, B, I, H, 4, Pe, training and not proj,
+                      sizeof(floating))
     st = lstm_fwd(y, h_n, c_n, slot(ws, off, L_GATES, y),
                   slot(ws, off, L_CS, y) if training else NULL,
                   slot(ws, off, L_HS, y) if training else NULL,
@@ -503,10 +569,10 @@ cdef int capi_lstm_forward(floating *y, floating *h_n, floating *c_n, void *ws, 
                   slot(ws, off, L_BIAS, y),
                   slot(ws, off, L_WRT, y) if proj else NULL, lengths,
                   T, B, I, H, Pe,
-                  nt, rows, cols, _capi_set_threads)
+                  nt, rows, cols, sl, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
-                   T, B, I, H, P)
+                   T, B, I, H, P, sl)
     return st
 
 
@@ -519,7 +585,7 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
                             const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                             int64_t P, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef bint proj = P > 0
     cdef int64_t Pe = P if proj else H, G = 4
     cdef floating *zero
@@ -543,14 +609,17 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
     st = check_ws(ws, ws_bytes, lstm_ws(T, B, I, H, P, True, sizeof(floating), off))
     if st != FC_OK:
         return st
+    # the thread plan (the forward's slices) before claiming: a refused call changes nothing
+    st = backward_plan(ws, nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H, T, B, I,
+                       H, 4, Pe, not proj, sizeof(floating), &nt, &rows, &cols, &sl)
+    if st != FC_OK:
+        return st
     st = ws_claim(ws, CELL_LSTM, sizeof(floating), input_flags(h0, c0, lengths, False),
                   T, B, I, H, P)
     if st != FC_OK:
         return st
     zero = slot(ws, off, L_ZERO, dx)
     db = db_ih if db_ih != NULL else db_hh
-    plan_threads(nt, 4.0 * T * B * G * H * (I + Pe) + 4.0 * T * B * Pe * H, B, H, 4, Pe, 0,
-                 sizeof(floating), not proj, _capi_forced_split, True, &nt, &rows, &cols)
     st = lstm_bwd(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr if proj else NULL,
                   slot(ws, off, L_GATES, dx), slot(ws, off, L_CS, dx), slot(ws, off, L_HS, dx),
                   slot(ws, off, L_US, dx) if proj else NULL,
@@ -558,7 +627,7 @@ cdef int capi_lstm_backward(floating *dx, floating *dh0, floating *dc0, floating
                   slot(ws, off, L_DU, dx) if proj else NULL, pslot(ws, off, L_WT, dx),
                   x, h0 if h0 != NULL else zero, c0 if c0 != NULL else zero, w_ih, w_hh,
                   w_hr if proj else NULL, dy, dh_n, dc_n, lengths, T, B, I, H, Pe,
-                  nt, rows, cols, _capi_set_threads)
+                  nt, rows, cols, sl, _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
         memcpy(db_hh, db_ih, G * H * sizeof(floating))   # both biases enter the same sum
     return st
@@ -612,7 +681,7 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                           const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                           int reset_after, int training, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef int64_t G = 3
     cdef floating *zero
     st = check_dims(T, B, I, H, 0, 3)
@@ -637,6 +706,8 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     memset(zero, 0, (B * H if B * H > 3 * H else 3 * H) * sizeof(floating))
     plan_threads(nt, 2.0 * T * B * G * H * (I + H), B, H, 3, H, 0 if training else I,
                  sizeof(floating), reset_after, _capi_forced_split, False, &nt, &rows, &cols)
+    sl = train_slices(nt, rows, cols, _capi_forced_split, T, B, I, H, 3, H, training,
+                      sizeof(floating))
     st = gru_fwd(y, h_n, slot(ws, off, G_GATES, y),
                  slot(ws, off, G_HN, y) if training or not reset_after else NULL,
                  slot(ws, off, G_HS, y) if training else NULL, slot(ws, off, G_GH, y),
@@ -645,10 +716,10 @@ cdef int capi_gru_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                  pslot(ws, off, G_WIH, y) if packs_input(I, training, sizeof(floating)) else NULL,
                  b_ih if b_ih != NULL else zero, b_hh if b_hh != NULL else zero, reset_after,
                  lengths, T, B, I, H,
-                 nt, rows, cols, _capi_set_threads)
+                 nt, rows, cols, sl, _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),
-                   T, B, I, H, 0)
+                   T, B, I, H, 0, sl)
     return st
 
 
@@ -659,7 +730,7 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
                            const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                            int reset_after, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef int64_t G = 3
     st = check_dims(T, B, I, H, 0, 3)
     if st != FC_OK:
@@ -679,17 +750,20 @@ cdef int capi_gru_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     st = check_ws(ws, ws_bytes, gru_ws(T, B, I, H, reset_after, True, sizeof(floating), off))
     if st != FC_OK:
         return st
+    # the thread plan (the forward's slices) before claiming: a refused call changes nothing
+    st = backward_plan(ws, nt, 4.0 * T * B * G * H * (I + H), T, B, I, H, 3, H, reset_after,
+                       sizeof(floating), &nt, &rows, &cols, &sl)
+    if st != FC_OK:
+        return st
     st = ws_claim(ws, CELL_GRU, sizeof(floating), input_flags(h0, NULL, lengths, reset_after),
                   T, B, I, H, 0)
     if st != FC_OK:
         return st
-    plan_threads(nt, 4.0 * T * B * G * H * (I + H), B, H, 3, H, 0, sizeof(floating),
-                 reset_after, _capi_forced_split, True, &nt, &rows, &cols)
     return gru_bwd(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, slot(ws, off, G_GATES, dx),
                    slot(ws, off, G_HN, dx), slot(ws, off, G_DGH, dx), pslot(ws, off, G_WT, dx),
                    slot(ws, off, G_HS, dx),
                    x, h0 if h0 != NULL else slot(ws, off, G_ZERO, dx), w_ih, w_hh, reset_after,
-                   dy, dh_n, lengths, T, B, I, H, nt, rows, cols, _capi_set_threads)
+                   dy, dh_n, lengths, T, B, I, H, nt, rows, cols, sl, _capi_set_threads)
 
 
 # ---------------------------------------------------------------- Elman RNN
@@ -742,7 +816,7 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                           const int64_t *lengths, int64_t T, int64_t B, int64_t I, int64_t H,
                           int relu, int training, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef floating *zero
     st = check_dims(T, B, I, H, 0, 1)
     if st != FC_OK:
@@ -775,7 +849,7 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
                  _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_RNN, sizeof(floating), input_flags(h0, NULL, lengths, relu),
-                   T, B, I, H, 0)
+                   T, B, I, H, 0, 0)
     return st
 
 
@@ -787,7 +861,7 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
                            int relu, int n_threads) noexcept nogil:
     cdef int64_t off[MAX_SLOTS]
     cdef idx chunk, dg_off
-    cdef int st, nt, rows, cols
+    cdef int st, nt, rows, cols, sl = 0
     cdef floating *db
     st = check_dims(T, B, I, H, 0, 1)
     if st != FC_OK:

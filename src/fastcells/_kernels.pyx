@@ -400,6 +400,7 @@ cdef inline void tn_states(int part, int parts, idx M, idx N, idx T, idx B, cons
         tn_part(part, parts, M, N, (T - 1) * B, A + B * lda, lda, hs, N, 1, C, N)
 
 
+
 # The hoisted products of a backward are tasks (fc_tasks_t): each product in n_threads parts (as
 # the static split by thread had them, so the same bits), products in order of size, each task
 # taken by whichever thread is free. A thread that lags (its vCPU slowed by the host, or a
@@ -488,6 +489,158 @@ cdef inline int thread_block(int tid, int nthr, int n_rows, int n_cols, idx B, i
     return nc
 
 
+# ---------------------------------------------------------------- slice mode (issue 6)
+# Small training problems on several threads run in "slice mode": each thread takes its slice
+# of the batch (slice_start(B, slices, s)) as a problem of its own for the whole forward and
+# backward -- its rows' input projection, its time loop, its weight-gradient partials -- and
+# the threads meet only to pack the shared weights, after the backward's time loops, and to add
+# the partials. The saved arrays ((T, B, X): gates, cs, hs, hn) then hold slice s as one
+# (T, nb_s, X) block at element T * b0_s * X ("[slice][T][rows][X]", the blocks back to back:
+# the same arrays, the same size). Why: with the grid layout both threads' rows of a step share
+# the 4 KB pages of every saved array, and at small H two threads each on B/2 rows ran their
+# time loop 1.5-2x slower than one thread on B/2 rows alone (tools/thread_pair.py, Xeon guest,
+# 2026-12-07; with each thread's rows in its own page-aligned buffer the gap closed); the
+# hoisted products split by output rows then also read the other core's dG. The rule (which
+# problems, see _capi.pxi's train_slices) and its measurements are in _capi.pxi.
+# x, y, dy and dx keep the caller's (T, B, X) layout: a slice reads and writes its rows step by
+# step, in chunks of whole steps gathered into a stack buffer of SLICE_BUF_BYTES for the GEMMs
+# over x (the input projection, dW_ih = dG^T X, dx = dG W_ih). The backward's partials of
+# slices 1.. (dW_ih, dW_hh) and every slice's bias sums live in dx until they are added (dx is
+# written last), so slice mode needs no memory beyond the grid layout's (the rule requires that
+# they fit: slice_scratch_elems <= T*B*I).
+cdef enum:
+    SLICE_BUF_BYTES = 32768
+    SLICE_BUF_DOUBLES = 4096     # SLICE_BUF_BYTES / 8
+
+
+cdef inline idx rnd16(idx n) noexcept nogil:
+    return (n + 15) // 16 * 16
+
+
+cdef inline idx slice_w_elems(idx G, idx I, idx P) noexcept nogil:
+    """Elements of one slice's weight-gradient partials in dx: dW_ih (G,I), then dW_hh (G,P)."""
+    return rnd16(G * I) + rnd16(G * P)
+
+
+cdef inline idx slice_b_elems(idx G, idx H) noexcept nogil:
+    """Elements of one slice's bias sums in dx: colsum of dG (G), then a GRU's n part (H)."""
+    return rnd16(G) + rnd16(H)
+
+
+cdef inline idx slice_scratch_elems(int S, idx G, idx I, idx P, idx H) noexcept nogil:
+    """Elements of dx the partials of an S-slice backward take (slice_partials lays them out)."""
+    return (S - 1) * slice_w_elems(G, I, P) + S * slice_b_elems(G, H)
+
+
+cdef inline void slice_partials(floating *scratch, int S, int s, idx G, idx I, idx P, idx H,
+                                floating *dw_ih, floating *dw_hh, floating **w_ih_part,
+                                floating **w_hh_part, floating **b_part) noexcept nogil:
+    """Where slice s puts its partials: slice 0 straight into dw_ih, dw_hh; slices 1.. into
+    the scratch; the bias sums of every slice into the scratch."""
+    cdef idx w = slice_w_elems(G, I, P)
+    if s == 0:
+        w_ih_part[0] = dw_ih
+        w_hh_part[0] = dw_hh
+    else:
+        w_ih_part[0] = scratch + (s - 1) * w
+        w_hh_part[0] = scratch + (s - 1) * w + rnd16(G * I)
+    b_part[0] = scratch + (S - 1) * w + s * slice_b_elems(G, H)
+
+
+cdef inline idx slice_chunk_steps(idx nb, idx I, const floating *like) noexcept nogil:
+    """Steps of a slice's x rows (nb rows of I per step) the stack buffer holds (>= 1: the
+    rule keeps nb * I within it)."""
+    cdef idx c = SLICE_BUF_BYTES // <idx>sizeof(floating) // (nb * I if nb * I > 0 else 1)
+    return c if c >= 1 else 1
+
+
+cdef void slice_project(idx T, idx nb, idx xs, idx I, idx G, const floating *x,
+                        const floating *w_ih, const floating *w_ih_pack,
+                        floating *gates) noexcept nogil:
+    """A slice's input projection: gates (T*nb, G) = X @ W_ih^T, X the slice's rows of x (step
+    t's nb rows at x + t*xs, row stride I), gathered a chunk of steps at a time; the packed
+    kernel on w_ih_pack (packed W_ih^T) if given, else BLAS."""
+    cdef double raw[SLICE_BUF_DOUBLES]
+    cdef floating *buf = <floating *>raw
+    cdef idx c = slice_chunk_steps(nb, I, buf), t0, n, t
+    t0 = 0
+    while t0 < T:
+        n = c if t0 + c <= T else T - t0
+        for t in range(n):
+            memcpy(buf + t * nb * I, x + (t0 + t) * xs, nb * I * sizeof(floating))
+        if w_ih_pack != NULL:
+            pgemm(n * nb, 0, G, I, buf, I, w_ih_pack, I, gates + t0 * nb * G, G, False)
+        else:
+            gemm(False, True, <int>(n * nb), <int>G, <int>I, <floating>1, buf, <int>I, w_ih,
+                 <int>I, <floating>0, gates + t0 * nb * G, <int>G)
+        t0 += n
+
+
+cdef void slice_tn_x(idx M, idx T, idx nb, idx xs, idx I, const floating *A, idx lda,
+                     const floating *x, floating *C) noexcept nogil:
+    """C (M, I) = A^T X for a slice: A (T*nb, M) with row stride lda (the slice's dG), X the
+    slice's rows of x as in slice_project."""
+    cdef double raw[SLICE_BUF_DOUBLES]
+    cdef floating *buf = <floating *>raw
+    cdef idx c = slice_chunk_steps(nb, I, buf), t0, n, t
+    t0 = 0
+    while t0 < T:
+        n = c if t0 + c <= T else T - t0
+        for t in range(n):
+            memcpy(buf + t * nb * I, x + (t0 + t) * xs, nb * I * sizeof(floating))
+        tn_part(0, 1, M, I, n * nb, A + t0 * nb * lda, lda, buf, I, 0 if t0 == 0 else 1, C, I)
+        t0 += n
+
+
+cdef void slice_dx(idx T, idx nb, idx dxs, idx I, idx G, const floating *A,
+                   const floating *w_ih, floating *dx) noexcept nogil:
+    """A slice's rows of dx = dG @ W_ih: A (T*nb, G) the slice's dG, W_ih (G, I); step t's nb
+    rows go to dx + t*dxs (row stride I), through the stack buffer a chunk of steps at a time."""
+    cdef double raw[SLICE_BUF_DOUBLES]
+    cdef floating *buf = <floating *>raw
+    cdef idx c = slice_chunk_steps(nb, I, buf), t0, n, t
+    t0 = 0
+    while t0 < T:
+        n = c if t0 + c <= T else T - t0
+        dx_part(0, 1, n * nb, I, G, A + t0 * nb * G, w_ih, buf)
+        for t in range(n):
+            memcpy(dx + (t0 + t) * dxs, buf + t * nb * I, nb * I * sizeof(floating))
+        t0 += n
+
+
+cdef void slice_outputs(idx T, idx nb, idx P, const floating *hs, floating *y, idx ys,
+                        const int64_t *lengths) noexcept nogil:
+    """A slice's rows of y after its time loop: step t's at y + t*ys (row stride P) = h_t from
+    the slice's block hs (T, nb, P) where active, else zeros. (Step by step, both slices'
+    rows of y_t share pages; at the end: 0.99x the small-shape LSTM and GRU training step's
+    time, paired; kept because the time loop then writes only its own blocks.)"""
+    cdef idx t, r, e
+    cdef bint act = False
+    for t in range(T):
+        r = 0
+        while r < nb:
+            e = run_end(lengths, t, r, nb, &act)
+            if act:
+                copy_block(y + t * ys + r * P, hs + (t * nb + r) * P, e - r, P, P)
+            else:
+                zero_block(y + t * ys + r * P, e - r, P, P)
+            r = e
+
+
+cdef void add_slices(int part, int parts, idx n, floating *out, const floating *p, idx stride,
+                     int count, bint overwrite) noexcept nogil:
+    """Elements [n*part/parts, n*(part+1)/parts) of out (+)= p[j] + p[stride + j] + ... over
+    count partials, added in slice order (the same bits on every run)."""
+    cdef idx j0 = slice_start(n, parts, part), j1 = slice_start(n, parts, part + 1), j
+    cdef int k
+    cdef floating acc
+    for j in range(j0, j1):
+        acc = 0 if overwrite else out[j]
+        for k in range(count):
+            acc = acc + p[k * stride + j]
+        out[j] = acc
+
+
 # Threads: every kernel is ONE OpenMP region of n_threads threads (BLAS single-threaded in
 # each): the hoisted GEMMs are split by rows over all of them; the time loop runs on an
 # n_rows x n_cols grid (see thread_block), where n_cols > 1 splits the hidden units of every
@@ -502,7 +655,7 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                   const floating *w_ih, const floating *w_hh, floating *w_pack,
                   floating *w_ih_pack, const floating *bias, const floating *w_hr_t,
                   const int64_t *lengths, idx T, idx B, idx I, idx H, idx P,
-                  int n_threads, int n_rows, int n_cols,
+                  int n_threads, int n_rows, int n_cols, int slices,
                   set_threads_fn set_threads) noexcept nogil:
     # y (T,B,P), h_n (B,P), c_n (B,H) out. P = H without projection (w_hr_t NULL).
     # gates: training (T,B,4H) out = saved i,f,g,o; inference (B,4H) scratch.
@@ -519,16 +672,29 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     # x (T,B,I); h0 (B,P), c0 (B,H); w_ih (4H,I); w_hh (4H,P); w_pack (packed_size(P, 4H))
     #   scratch = W_hh^T packed; bias (4H,) = b_ih + b_hh; w_hr_t (H,P) = W_hr^T or NULL (then
     #   n_cols must be 1); lengths (B,) or NULL.
+    # slices > 1: slice mode (training without projection; see "slice mode" above): gates,
+    #   cs, hs in the [slice][T][rows][X] layout, n_rows, n_cols ignored.
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, oj0, onj, gt, r, e
-    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef idx Bw, sb0
+    cdef int tid, nthr, nc, prev_local, prev_main, s, s_end
     cdef fc_barrier_t bar
-    cdef bint training = hs != NULL, proj = w_hr_t != NULL, act
+    cdef bint training = hs != NULL, proj = w_hr_t != NULL, act, pref
     cdef floating *g_t
     cdef const floating *h_prev
     cdef const floating *c_prev
     cdef floating *c_out
     cdef floating *h_dest
     cdef floating *u_t
+    # this pass's arrays: the whole ones, or in slice mode the slice's block / rows
+    cdef floating *yb
+    cdef floating *gb
+    cdef floating *csb
+    cdef floating *hsb
+    cdef floating *usb
+    cdef const floating *xb
+    cdef const floating *h0b
+    cdef const floating *c0b
+    cdef const int64_t *lenb
     if B == 0:
         return 0
     copy_or_zero(h_n, h0, BP)          # T == 0: the result
@@ -545,83 +711,131 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         b0 = b1 = j0 = j1 = 0
         act = False
         fc_barrier_set_n(&bar, nthr)
-        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-        nj = j1 - j0
-        oj0 = 0 if proj else j0
-        onj = P if proj else nj
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
-        input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # eq. L1
-        for t in range(T):
-            gt = t if training else 0
-            g_t = gates + gt * B * G
-            if training:
-                h_prev = hs + (t - 1) * BP if t > 0 else h0
-                c_prev = cs + (t - 1) * BH if t > 0 else c0
-                c_out = cs + t * BH
-                h_dest = hs + t * BP
-                u_t = us + t * BH if proj else h_dest
+        if slices > 1:
+            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
+            nc = 1
+            if w_ih_pack != NULL:
+                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
+            fc_barrier_wait(&bar)
+            s = tid
+            s_end = slices
+        else:
+            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+            input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # L1
+            s = 0
+            s_end = 1
+        pref = training and nthr > 1 and slices <= 1
+        while s < s_end:
+            if slices > 1:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                b0 = 0
+                b1 = Bw
+                j0 = 0
+                j1 = H
+                yb = y + sb0 * P
+                gb = gates + T * sb0 * G
+                csb = cs + T * sb0 * H
+                hsb = hs + T * sb0 * P
+                usb = NULL
+                xb = x + sb0 * I
+                h0b = h0 + sb0 * P
+                c0b = c0 + sb0 * H
+                lenb = lengths + sb0 if lengths != NULL else NULL
+                slice_project(T, Bw, B * I, I, G, xb, w_ih, w_ih_pack, gb)    # eq. L1
             else:
-                if lengths == NULL:
-                    # h_t goes straight to y_t, where the next step reads it
-                    h_dest = y + t * BP
-                    h_prev = h0 if t == 0 else h_dest - BP
+                Bw = B
+                yb = y
+                gb = gates
+                csb = cs
+                hsb = hs
+                usb = us
+                xb = x
+                h0b = h0
+                c0b = c0
+                lenb = lengths
+            nj = j1 - j0
+            oj0 = 0 if proj else j0
+            onj = P if proj else nj
+            for t in range(T):
+                gt = t if training else 0
+                g_t = gb + gt * Bw * G
+                if training:
+                    h_prev = hsb + (t - 1) * Bw * P if t > 0 else h0b
+                    c_prev = csb + (t - 1) * Bw * H if t > 0 else c0b
+                    c_out = csb + t * Bw * H
+                    h_dest = hsb + t * Bw * P
+                    u_t = usb + t * Bw * H if proj else h_dest
                 else:
-                    # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1 (rows
-                    # past their length keep their state, while y_t gets zeros)
-                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
-                c_prev = c_n
-                c_out = c_n
-                u_t = us if proj else h_dest
-            # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
-            if nj > 0 and b1 > b0:
-                if training and t + 1 < T and nthr > 1:
-                    prefetch_gates(g_t + B * G + b0 * G, b1 - b0, j0, nj, H, 4, G)
-                if not training:
-                    # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. L1 input part)
-                    gates_pgemm(b1 - b0, j0, j1, H, 4, I,
-                                x + (t * B + b0) * I if x != NULL else NULL, w_ih_pack,
-                                g_t + b0 * G, False)
-                gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack, g_t + b0 * G,
-                            True)
-            # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
-            r = b0
-            while r < b1 and nj > 0:
-                e = run_end(lengths, t, r, b1, &act)
-                if act:
-                    pw_lstm_fwd(e - r, nj, H, G, H, g_t + r * G + j0, bias + j0,
-                                c_prev + r * H + j0, c_out + r * H + j0, u_t + r * H + j0)
-                elif proj:
-                    zero_block(u_t + r * H, e - r, H, H)   # keeps dW_hr = dH^T U exact
-                r = e
-            if proj and b1 > b0:
-                # h_t[rows] = u_t[rows] @ W_hr^T   (n_cols == 1 here)
-                gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
-                     u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_dest + b0 * P,
-                     <int>P)
-            # outputs, and rows past their length keep their state; h columns [oj0,
-            # oj0 + onj) are this thread's (all P of them with a projection)
-            r = b0
-            while r < b1 and onj > 0:
-                e = run_end(lengths, t, r, b1, &act)
-                if act:
-                    if h_dest != y + t * BP:
-                        copy_block(y + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r, onj,
-                                   P)
-                else:
-                    copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
-                    if training:
-                        copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
-                    zero_block(y + t * BP + r * P + oj0, e - r, onj, P)
-                r = e
-            if nc > 1:
-                fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
+                    if lengths == NULL:
+                        # h_t goes straight to y_t, where the next step reads it
+                        h_dest = y + t * BP
+                        h_prev = h0 if t == 0 else h_dest - BP
+                    else:
+                        # h ping-pongs between hbuf and h_n, ending in h_n at t = T - 1 (rows
+                        # past their length keep their state, while y_t gets zeros)
+                        h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                        h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                    c_prev = c_n
+                    c_out = c_n
+                    u_t = us if proj else h_dest
+                # gates_t[block] += h_{t-1}[rows] @ W_hh^T[:, block]   (eq. L1 recurrent part)
+                if nj > 0 and b1 > b0:
+                    if pref and t + 1 < T:
+                        prefetch_gates(g_t + B * G + b0 * G, b1 - b0, j0, nj, H, 4, G)
+                    if not training:
+                        # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. L1 input part)
+                        gates_pgemm(b1 - b0, j0, j1, H, 4, I,
+                                    x + (t * B + b0) * I if x != NULL else NULL, w_ih_pack,
+                                    g_t + b0 * G, False)
+                    gates_pgemm(b1 - b0, j0, j1, H, 4, P, h_prev + b0 * P, w_pack,
+                                g_t + b0 * G, True)
+                # pointwise (eq. L2, L3) on runs of active rows; u_t is h, or u with projection
+                r = b0
+                while r < b1 and nj > 0:
+                    e = run_end(lenb, t, r, b1, &act)
+                    if act:
+                        pw_lstm_fwd(e - r, nj, H, G, H, g_t + r * G + j0, bias + j0,
+                                    c_prev + r * H + j0, c_out + r * H + j0, u_t + r * H + j0)
+                    elif proj:
+                        zero_block(u_t + r * H, e - r, H, H)   # keeps dW_hr = dH^T U exact
+                    r = e
+                if proj and b1 > b0:
+                    # h_t[rows] = u_t[rows] @ W_hr^T   (n_cols == 1 here)
+                    gemm(False, False, <int>(b1 - b0), <int>P, <int>H, <floating>1,
+                         u_t + b0 * H, <int>H, w_hr_t, <int>P, <floating>0, h_dest + b0 * P,
+                         <int>P)
+                # outputs, and rows past their length keep their state; h columns [oj0,
+                # oj0 + onj) are this thread's (all P of them with a projection)
+                # (slice mode fills y after the loop: slice_outputs)
+                r = b0
+                while r < b1 and onj > 0:
+                    e = run_end(lenb, t, r, b1, &act)
+                    if act:
+                        if h_dest != y + t * BP and slices <= 1:
+                            copy_block(yb + t * BP + r * P + oj0, h_dest + r * P + oj0, e - r,
+                                       onj, P)
+                    else:
+                        copy_block(h_dest + r * P + oj0, h_prev + r * P + oj0, e - r, onj, P)
+                        if training:
+                            copy_block(c_out + r * H + j0, c_prev + r * H + j0, e - r, nj, H)
+                        if slices <= 1:
+                            zero_block(yb + t * BP + r * P + oj0, e - r, onj, P)
+                    r = e
+                if nc > 1:
+                    fc_barrier_wait(&bar)        # h_t complete before any thread's next GEMM
+            if slices > 1:
+                slice_outputs(T, Bw, P, hsb, yb, BP, lenb)
+                memcpy(h_n + sb0 * P, hsb + (T - 1) * Bw * P, Bw * P * sizeof(floating))
+                memcpy(c_n + sb0 * H, csb + (T - 1) * Bw * H, Bw * H * sizeof(floating))
+            s = s + nthr
         restore_blas_threads(set_threads, prev_local)
-    if training:
+    if training and slices <= 1:
         memcpy(h_n, hs + (T - 1) * BP, BP * sizeof(floating))
         memcpy(c_n, cs + (T - 1) * BH, BH * sizeof(floating))
-    elif lengths == NULL:
+    elif not training and lengths == NULL:
         memcpy(h_n, y + (T - 1) * BP, BP * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -636,7 +850,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                   const floating *dy, const floating *dh_n, const floating *dc_n,
                   const int64_t *lengths,
                   idx T, idx B, idx I, idx H, idx P,
-                  int n_threads, int n_rows, int n_cols,
+                  int n_threads, int n_rows, int n_cols, int slices,
                   set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,P), dc0 (B,H), dw_ih (4H,I), dw_hh (4H,P) out; db (4H,) out or NULL;
     # dw_hr (P,H) out (projection) or NULL.
@@ -646,8 +860,11 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     # w_pack (packed_size(4H, P)) scratch = W_hh packed.
     # x, h0, c0, w_ih (4H,I), w_hh (4H,P), w_hr (P,H) or NULL (then n_cols must be 1).
     # dy (T,B,P), dh_n (B,P), dc_n (B,H): incoming gradients, each may be NULL (= 0).
+    # slices > 1: the forward ran in slice mode with that many slices (its layout; no
+    #   projection); n_rows, n_cols ignored.
     cdef idx G = 4 * H, BH = B * H, BP = B * P, t, b0, b1, j0, j1, nj, r, e, j
-    cdef int tid, nthr, nc, prev_local, prev_main
+    cdef idx Bw, sb0
+    cdef int tid, nthr, nc, prev_local, prev_main, s, s_end
     cdef fc_barrier_t bar
     cdef bint proj = w_hr != NULL, act
     cdef fc_tasks_t tasks
@@ -657,6 +874,18 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
     cdef floating *dh_t
     cdef const floating *c_prev
     cdef const floating *dy_t
+    # this pass's arrays: the whole ones, or in slice mode the slice's block / rows
+    cdef floating *gb
+    cdef const floating *csb
+    cdef const floating *hsb
+    cdef const floating *dyb
+    cdef const floating *c0b
+    cdef floating *dh
+    cdef floating *dc
+    cdef const int64_t *lenb
+    cdef floating *pw_ih
+    cdef floating *pw_hh
+    cdef floating *pb
     copy_or_zero(dh0, dh_n, BP)      # dh0 / dc0 double as the running dL/dh_t, dL/dc_t
     copy_or_zero(dc0, dc_n, BH)
     # the hoisted products after the time loop, as tasks (see next_task), biggest first
@@ -676,80 +905,239 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         b0 = b1 = j0 = j1 = 0
         act = False
         op = part = 0
+        pw_ih = pw_hh = pb = NULL
         fc_barrier_set_n(&bar, nthr)
-        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-        nj = j1 - j0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, G, P, w_hh, P, 1, w_pack)    # W_hh (4H, P)
         fc_barrier_wait(&bar)
-        for t in range(T - 1, -1, -1):
-            g_t = gates + t * B * G
-            c_prev = cs + (t - 1) * BH if t > 0 else c0
-            dy_t = dy + t * BP if dy != NULL else NULL
-            if proj and b1 > b0:
-                # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
-                dh_t = dhs + t * BP
-                r = b0
-                while r < b1:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        for j in range(r * P, e * P):
-                            dh_t[j] = dh0[j] + (dy_t[j] if dy_t != NULL else 0)
-                            dh0[j] = 0
-                    else:
-                        zero_block(dh_t + r * P, e - r, P, P)
-                    r = e
-                gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
-                     dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
-            r = b0
-            while r < b1 and nj > 0:
-                e = run_end(lengths, t, r, b1, &act)
-                if act:
-                    if proj:
-                        pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                    cs + t * BH + r * H + j0, c_prev + r * H + j0, NULL,
-                                    du + r * H + j0, dc0 + r * H + j0)
-                    else:
-                        pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                    cs + t * BH + r * H + j0, c_prev + r * H + j0,
-                                    dy_t + r * H + j0 if dy_t != NULL else NULL,
-                                    dh0 + r * H + j0, dc0 + r * H + j0)
-                else:
-                    zero_gate_block(g_t + r * G + j0, e - r, nj, H, 4, G)  # dG = 0
-                r = e
-            if nc > 1:
-                fc_barrier_wait(&bar)        # dG_t complete before the GEMM reads its rows
-            # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
-            if nj > 0 and b1 > b0:
-                pgemm(b1 - b0, 0 if proj else j0, P if proj else j1, G, g_t + b0 * G, G,
-                      w_pack, G, dh0 + b0 * P, P, True)
-        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
-        # dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; dW_ih = dG^T @ X ; dx = dG @ W_ih ;
-        # dW_hr = sum_t dh_t^T u_t (projection) ; db = sum dG: in parts, taken by free threads
-        while next_task(&tasks, parts, 5, 0, &op, &part):
-            if op == 0:
-                tn_states(part, parts[0], G, P, T, B, gates, G, h0, hs, dw_hh)
-            elif op == 1:
-                tn_part(part, parts[1], G, I, T * B, gates, G, x, I, 0, dw_ih, I)
-            elif op == 2:
-                dx_part(part, parts[2], T * B, I, G, gates, w_ih, dx)
-            elif op == 3:
-                tn_part(part, parts[3], P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
+        if slices > 1:
+            nc = 1
+            s = tid
+            s_end = slices
+        else:
+            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+            s = 0
+            s_end = 1
+        while s < s_end:
+            if slices > 1:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                b0 = 0
+                b1 = Bw
+                j0 = 0
+                j1 = H
+                gb = gates + T * sb0 * G
+                csb = cs + T * sb0 * H
+                hsb = hs + T * sb0 * P
+                dyb = dy + sb0 * P if dy != NULL else NULL
+                c0b = c0 + sb0 * H
+                dh = dh0 + sb0 * P
+                dc = dc0 + sb0 * H
+                lenb = lengths + sb0 if lengths != NULL else NULL
             else:
-                colsum_part(part, parts[4], T * B, G, G, gates, db)
+                Bw = B
+                gb = gates
+                csb = cs
+                hsb = hs
+                dyb = dy
+                c0b = c0
+                dh = dh0
+                dc = dc0
+                lenb = lengths
+            nj = j1 - j0
+            for t in range(T - 1, -1, -1):
+                g_t = gb + t * Bw * G
+                c_prev = csb + (t - 1) * Bw * H if t > 0 else c0b
+                dy_t = dyb + t * BP if dyb != NULL else NULL
+                if proj and b1 > b0:
+                    # total dL/dh_t on active rows (dh_t = dh + dy_t), then du = dh_t @ W_hr
+                    dh_t = dhs + t * BP
+                    r = b0
+                    while r < b1:
+                        e = run_end(lenb, t, r, b1, &act)
+                        if act:
+                            for j in range(r * P, e * P):
+                                dh_t[j] = dh[j] + (dy_t[j] if dy_t != NULL else 0)
+                                dh[j] = 0
+                        else:
+                            zero_block(dh_t + r * P, e - r, P, P)
+                        r = e
+                    gemm(False, False, <int>(b1 - b0), <int>H, <int>P, <floating>1,
+                         dh_t + b0 * P, <int>P, w_hr, <int>H, <floating>0, du + b0 * H, <int>H)
+                r = b0
+                while r < b1 and nj > 0:
+                    e = run_end(lenb, t, r, b1, &act)
+                    if act:
+                        if proj:
+                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                        csb + t * Bw * H + r * H + j0, c_prev + r * H + j0,
+                                        NULL, du + r * H + j0, dc + r * H + j0)
+                        else:
+                            pw_lstm_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                                        csb + t * Bw * H + r * H + j0, c_prev + r * H + j0,
+                                        dy_t + r * H + j0 if dy_t != NULL else NULL,
+                                        dh + r * H + j0, dc + r * H + j0)
+                    else:
+                        zero_gate_block(g_t + r * G + j0, e - r, nj, H, 4, G)  # dG = 0
+                    r = e
+                if nc > 1:
+                    fc_barrier_wait(&bar)        # dG_t complete before the GEMM reads its rows
+                # dh_{t-1}[rows, cols] += dG_t[rows] @ W_hh[:, cols]
+                if nj > 0 and b1 > b0:
+                    pgemm(b1 - b0, 0 if proj else j0, P if proj else j1, G, g_t + b0 * G, G,
+                          w_pack, G, dh + b0 * P, P, True)
+            s = s + nthr
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
+        if slices > 1:
+            # each slice's dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1}, dW_ih = dG^T X, sum dG on its
+            # own block (slice 0's weight gradients straight into dw_ih, dw_hh: their packed
+            # W_hh is dead now); then the partials are added, then dx = dG @ W_ih, which
+            # overwrites them
+            s = tid
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_partials(dx, slices, s, G, I, P, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
+                tn_states(0, 1, G, P, T, Bw, gates + T * sb0 * G, G, h0 + sb0 * P,
+                          hs + T * sb0 * P, pw_hh)
+                slice_tn_x(G, T, Bw, B * I, I, gates + T * sb0 * G, G, x + sb0 * I, pw_ih)
+                if db != NULL:
+                    colsum(T * Bw, G, G, gates + T * sb0 * G, pb, False)
+                s = s + nthr
+            fc_barrier_wait(&bar)
+            add_slices(tid, nthr, G * I, dw_ih, dx, slice_w_elems(G, I, P), slices - 1, False)
+            add_slices(tid, nthr, G * P, dw_hh, dx + rnd16(G * I), slice_w_elems(G, I, P),
+                       slices - 1, False)
+            if db != NULL:
+                add_slices(tid, nthr, G, db, dx + (slices - 1) * slice_w_elems(G, I, P),
+                           slice_b_elems(G, H), slices, True)
+            fc_barrier_wait(&bar)
+            s = tid
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_dx(T, Bw, B * I, I, G, gates + T * sb0 * G, w_ih, dx + sb0 * I)
+                s = s + nthr
+        else:
+            # dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; dW_ih = dG^T @ X ; dx = dG @ W_ih ;
+            # dW_hr = sum_t dh_t^T u_t (projection) ; db = sum dG: in parts, taken by free
+            # threads
+            while next_task(&tasks, parts, 5, 0, &op, &part):
+                if op == 0:
+                    tn_states(part, parts[0], G, P, T, B, gates, G, h0, hs, dw_hh)
+                elif op == 1:
+                    tn_part(part, parts[1], G, I, T * B, gates, G, x, I, 0, dw_ih, I)
+                elif op == 2:
+                    dx_part(part, parts[2], T * B, I, G, gates, w_ih, dx)
+                elif op == 3:
+                    tn_part(part, parts[3], P, H, T * B, dhs, P, us, H, 0, dw_hr, H)
+                else:
+                    colsum_part(part, parts[4], T * B, G, G, gates, db)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
 
 
 # ================================================================= GRU
+cdef inline void gru_fwd_steps(floating *y, floating *gates, floating *hn_save, floating *hs,
+                               floating *gh, const floating *h0, const int64_t *lengths,
+                               floating *h_n, floating *hbuf, const floating *x,
+                               const floating *w_pack, const floating *w_ih_pack,
+                               const floating *b_ih, const floating *b_hh, bint reset_after,
+                               bint training, bint pref, bint defer_y, idx T, idx B, idx Bw,
+                               idx I, idx H, idx b0, idx b1, idx j0, idx j1, int nc,
+                               fc_barrier_t *bar) noexcept nogil:
+    """gru_fwd's time loop on one thread's block: rows [b0, b1) x hidden units [j0, j1) of
+    arrays whose steps hold Bw rows (gates, hn_save, hs: B, or a slice's rows in slice mode;
+    y, x: always B). Arguments as in gru_fwd, each pointing at the pass's first row; pref:
+    prefetch the next step's gate rows (the grid layout with several threads); defer_y: leave
+    y to the caller (slice mode: slice_outputs)."""
+    cdef idx G = 3 * H, BH = B * H, t, gt, r, e, nj = j1 - j0, nb = b1 - b0
+    cdef bint act = False
+    cdef floating *g_t
+    cdef const floating *h_prev
+    cdef floating *h_dest
+    cdef floating *hn_t
+    for t in range(T):
+        gt = t if training else 0
+        g_t = gates + gt * Bw * G
+        if training:
+            h_prev = hs + (t - 1) * Bw * H if t > 0 else h0
+            h_dest = hs + t * Bw * H
+            hn_t = hn_save + t * Bw * H
+        else:
+            if lengths == NULL:          # h_t straight to y_t, read there next step
+                h_dest = y + t * BH
+                h_prev = h0 if t == 0 else h_dest - BH
+            else:                        # ping-pong, as in lstm_fwd
+                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+            hn_t = hn_save     # classic: scratch; reset_after: NULL
+        if not training and nb > 0 and nj > 0:
+            # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
+            gates_pgemm(nb, j0, j1, H, 3, I, x + (t * B + b0) * I if x != NULL else NULL,
+                        w_ih_pack, g_t + b0 * G, False)
+        if nb > 0 and nj > 0:
+            if pref and t + 1 < T:
+                prefetch_gates(g_t + B * G + b0 * G, nb, j0, nj, H, 3, G)
+            if reset_after:
+                # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
+                gates_pgemm(nb, j0, j1, H, 3, H, h_prev + b0 * H, w_pack, gh + b0 * G,
+                            False)
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru_fwd(e - r, nj, H, G, H, g_t + r * G + j0, gh + r * G + j0,
+                                   b_ih + j0, b_hh + j0, h_prev + r * H + j0,
+                                   h_dest + r * H + j0,
+                                   hn_t + r * H + j0 if hn_t != NULL else NULL)
+                    r = e
+            else:
+                # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
+                pgemm(nb, 0, 2 * H, H, h_prev + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                      False)
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru1_fwd_a(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                      b_hh, h_prev + r * H, hn_t + r * H)
+                    else:
+                        zero_block(hn_t + r * H, e - r, H, H)
+                    r = e
+                pgemm(nb, 2 * H, G, H, hn_t + b0 * H, H, w_pack, H, gh + b0 * G, G,
+                      False)
+                r = b0
+                while r < b1:
+                    e = run_end(lengths, t, r, b1, &act)
+                    if act:
+                        pw_gru1_fwd_b(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
+                                      b_hh, h_prev + r * H, h_dest + r * H)
+                    r = e
+        # outputs, and rows past their length keep their state
+        r = b0
+        while r < b1 and nj > 0:
+            e = run_end(lengths, t, r, b1, &act)
+            if act:
+                if h_dest != y + t * BH and not defer_y:
+                    copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
+            else:
+                copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
+                if not defer_y:
+                    zero_block(y + t * BH + r * H + j0, e - r, nj, H)
+            r = e
+        if nc > 1:
+            fc_barrier_wait(bar)
+
+
 cdef int gru_fwd(floating *y, floating *h_n,
                  floating *gates, floating *hn_save, floating *hs, floating *gh, floating *hbuf,
                  const floating *x, const floating *h0,
                  const floating *w_ih, const floating *w_hh, floating *w_pack,
                  floating *w_ih_pack, const floating *b_ih, const floating *b_hh,
                  bint reset_after, const int64_t *lengths, idx T, idx B, idx I, idx H,
-                 int n_threads, int n_rows, int n_cols,
+                 int n_threads, int n_rows, int n_cols, int slices,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out.
     # gates: training (T,B,3H) out = saved r,z,n; inference (B,3H) scratch.
@@ -763,14 +1151,20 @@ cdef int gru_fwd(floating *y, floating *h_n,
     # x (T,B,I); h0 (B,H); w_ih (3H,I); w_hh (3H,H); w_pack (packed_size(H, 3H)) scratch =
     # W_hh^T packed; b_ih, b_hh (3H,) (zeros when
     # the layer has no bias); lengths (B,) or NULL. Classic GRU: n_cols must be 1.
-    cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, gt, r, e
-    cdef int tid, nthr, nc, prev_local, prev_main
+    # slices > 1: slice mode (training; see "slice mode" above): gates, hn_save, hs in the
+    #   [slice][T][rows][X] layout, n_rows, n_cols ignored.
+    cdef idx G = 3 * H, BH = B * H, b0, b1, j0, j1, Bw, sb0
+    cdef int tid, nthr, nc, prev_local, prev_main, s, s_end
     cdef fc_barrier_t bar
-    cdef bint training = hs != NULL, act
-    cdef floating *g_t
-    cdef const floating *h_prev
-    cdef floating *h_dest
-    cdef floating *hn_t
+    cdef bint training = hs != NULL, pref
+    # this pass's arrays: the whole ones, or in slice mode the slice's block / rows
+    cdef floating *yb
+    cdef floating *gb
+    cdef floating *hnb
+    cdef floating *hsb
+    cdef floating *ghb
+    cdef const floating *h0b
+    cdef const int64_t *lenb
     if B == 0:
         return 0
     copy_or_zero(h_n, h0, BH)
@@ -784,91 +1178,163 @@ cdef int gru_fwd(floating *y, floating *h_n,
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
         b0 = b1 = j0 = j1 = 0
-        act = False
         fc_barrier_set_n(&bar, nthr)
-        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-        nj = j1 - j0
-        nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
-        input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # G1-G3
-        for t in range(T):
-            gt = t if training else 0
-            g_t = gates + gt * B * G
-            if training:
-                h_prev = hs + (t - 1) * BH if t > 0 else h0
-                h_dest = hs + t * BH
-                hn_t = hn_save + t * BH
+        if slices > 1:
+            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
+            nc = 1
+            if w_ih_pack != NULL:
+                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
+            fc_barrier_wait(&bar)
+            s = tid
+            s_end = slices
+        else:
+            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+            input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)
+            s = 0
+            s_end = 1
+        pref = training and nthr > 1 and slices <= 1
+        while s < s_end:
+            if slices > 1:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                b0 = 0
+                b1 = Bw
+                j0 = 0
+                j1 = H
+                yb = y + sb0 * H
+                gb = gates + T * sb0 * G
+                hnb = hn_save + T * sb0 * H
+                hsb = hs + T * sb0 * H
+                ghb = gh + sb0 * G
+                h0b = h0 + sb0 * H
+                lenb = lengths + sb0 if lengths != NULL else NULL
+                slice_project(T, Bw, B * I, I, G, x + sb0 * I, w_ih, w_ih_pack, gb)  # G1-G3
             else:
-                if lengths == NULL:          # h_t straight to y_t, read there next step
-                    h_dest = y + t * BH
-                    h_prev = h0 if t == 0 else h_dest - BH
-                else:                        # ping-pong, as in lstm_fwd
-                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
-                hn_t = hn_save     # classic: scratch; reset_after: NULL
-            if not training and nb > 0 and nj > 0:
-                # gates_t[block] = x_t[rows] @ W_ih^T[:, block]   (eq. G1-G3 input parts)
-                gates_pgemm(nb, j0, j1, H, 3, I, x + (t * B + b0) * I if x != NULL else NULL,
-                            w_ih_pack, g_t + b0 * G, False)
-            if nb > 0 and nj > 0:
-                if training and t + 1 < T and nthr > 1:
-                    prefetch_gates(g_t + B * G + b0 * G, nb, j0, nj, H, 3, G)
-                if reset_after:
-                    # gh[block] = h_{t-1}[rows] @ W_hh^T[:, block]   (eq. G1-G3)
-                    gates_pgemm(nb, j0, j1, H, 3, H, h_prev + b0 * H, w_pack, gh + b0 * G,
-                                False)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru_fwd(e - r, nj, H, G, H, g_t + r * G + j0, gh + r * G + j0,
-                                       b_ih + j0, b_hh + j0, h_prev + r * H + j0,
-                                       h_dest + r * H + j0,
-                                       hn_t + r * H + j0 if hn_t != NULL else NULL)
-                        r = e
-                else:
-                    # classic: gh[:, :2H] = h W_h{r,z}^T; rh = r*h; gh[:, 2H:] = rh W_hn^T
-                    pgemm(nb, 0, 2 * H, H, h_prev + b0 * H, H, w_pack, H, gh + b0 * G, G,
-                          False)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_fwd_a(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
-                                          b_hh, h_prev + r * H, hn_t + r * H)
-                        else:
-                            zero_block(hn_t + r * H, e - r, H, H)
-                        r = e
-                    pgemm(nb, 2 * H, G, H, hn_t + b0 * H, H, w_pack, H, gh + b0 * G, G,
-                          False)
-                    r = b0
-                    while r < b1:
-                        e = run_end(lengths, t, r, b1, &act)
-                        if act:
-                            pw_gru1_fwd_b(e - r, H, H, G, H, g_t + r * G, gh + r * G, b_ih,
-                                          b_hh, h_prev + r * H, h_dest + r * H)
-                        r = e
-            # outputs, and rows past their length keep their state
+                Bw = B
+                yb = y
+                gb = gates
+                hnb = hn_save
+                hsb = hs
+                ghb = gh
+                h0b = h0
+                lenb = lengths
+            # the time loop (eq. G1-G3) on this pass's block
+            gru_fwd_steps(yb, gb, hnb, hsb, ghb, h0b, lenb, h_n, hbuf, x, w_pack, w_ih_pack,
+                          b_ih, b_hh, reset_after, training, pref, slices > 1, T, B, Bw, I, H,
+                          b0, b1, j0, j1, nc, &bar)
+            if slices > 1:
+                slice_outputs(T, Bw, H, hsb, yb, BH, lenb)
+                memcpy(h_n + sb0 * H, hsb + (T - 1) * Bw * H, Bw * H * sizeof(floating))
+            s = s + nthr
+        restore_blas_threads(set_threads, prev_local)
+    if training and slices <= 1:
+        memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
+    elif not training and lengths == NULL:
+        memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
+    restore_blas_threads(set_threads, prev_main)
+    return 0
+
+
+cdef inline void gru_bwd_steps(floating *gates, floating *hn, const floating *hs,
+                               const floating *dy, const floating *h0, floating *dh0,
+                               floating *dgh, const int64_t *lengths, const floating *w_pack,
+                               bint reset_after, idx T, idx B, idx Bw, idx H, idx b0, idx b1,
+                               idx j0, idx j1, int nc, fc_barrier_t *bar) noexcept nogil:
+    """gru_bwd's time loop on one thread's block: rows [b0, b1) x hidden units [j0, j1) of
+    arrays whose steps hold Bw rows (gates, hn, hs: B, or a slice's rows in slice mode; dy:
+    always B). Arguments as in gru_bwd, each pointing at the pass's first row."""
+    cdef idx G = 3 * H, BH = B * H, t, r, e, nj = j1 - j0, nb = b1 - b0
+    cdef bint act = False
+    cdef floating *g_t
+    cdef const floating *h_prev
+    cdef const floating *dy_t
+    for t in range(T - 1, -1, -1):
+        g_t = gates + t * Bw * G
+        h_prev = hs + (t - 1) * Bw * H if t > 0 else h0
+        dy_t = dy + t * BH if dy != NULL else NULL
+        if reset_after:
             r = b0
             while r < b1 and nj > 0:
                 e = run_end(lengths, t, r, b1, &act)
                 if act:
-                    if h_dest != y + t * BH:
-                        copy_block(y + t * BH + r * H + j0, h_dest + r * H + j0, e - r, nj, H)
+                    pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
+                               hn + t * Bw * H + r * H + j0, h_prev + r * H + j0,
+                               dy_t + r * H + j0 if dy_t != NULL else NULL,
+                               dh0 + r * H + j0)
                 else:
-                    copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
-                    zero_block(y + t * BH + r * H + j0, e - r, nj, H)
+                    zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
+                    zero_block(hn + t * Bw * H + r * H + j0, e - r, nj, H)
                 r = e
             if nc > 1:
-                fc_barrier_wait(&bar)
-        restore_blas_threads(set_threads, prev_local)
-    if training:
-        memcpy(h_n, hs + (T - 1) * BH, BH * sizeof(floating))
-    elif lengths == NULL:
-        memcpy(h_n, y + (T - 1) * BH, BH * sizeof(floating))
-    restore_blas_threads(set_threads, prev_main)
-    return 0
+                fc_barrier_wait(bar)
+            # dh_{t-1}[block] = z * dh_t (written above) + d(h W_hh^T)[rows] @ W_hh[:, cols],
+            # d(h W_hh^T) = [dr, dz] (gates' first 2H columns) | dn * r (in hn): two
+            # products on rows 0..2H and 2H..3H of the packed W_hh
+            if nb > 0 and nj > 0:
+                pgemm(nb, j0, j1, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
+                pgemm(nb, j0, j1, H, hn + t * Bw * H + b0 * H, H,
+                      w_pack + 2 * H * pack_width(w_pack), G, dh0 + b0 * H, H, True)
+        elif nb > 0:
+            r = b0
+            while r < b1:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    pw_gru1_bwd_a(e - r, H, H, G, H, g_t + r * G, h_prev + r * H,
+                                  dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
+                else:
+                    zero_block(g_t + r * G, e - r, G, G)
+                r = e
+            # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
+            pgemm(nb, 0, H, H, g_t + b0 * G + 2 * H, G, w_pack + 2 * H * pack_width(w_pack),
+                  G, dgh + b0 * H, H, False)
+            r = b0
+            while r < b1:
+                e = run_end(lengths, t, r, b1, &act)
+                if act:
+                    pw_gru1_bwd_b(e - r, H, H, G, H, g_t + r * G, dgh + r * H,
+                                  h_prev + r * H, dh0 + r * H)
+                r = e
+            # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
+            pgemm(nb, 0, H, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
+
+
+cdef inline void gru_bwd_tasks(fc_tasks_t *tasks, const int *parts, floating *dx,
+                               floating *dw_ih, floating *dw_hh, floating *db_ih,
+                               floating *db_hh, const floating *gates, const floating *hn,
+                               const floating *hs, const floating *x, const floating *h0,
+                               const floating *w_ih, bint reset_after, idx T, idx B, idx I,
+                               idx H) noexcept nogil:
+    """gru_bwd's hoisted products (the grid layout) as tasks, until none is left."""
+    cdef idx G = 3 * H
+    cdef int op = 0, part = 0
+    while next_task(tasks, parts, 6, 0, &op, &part):
+        if op == 0:
+            # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), x h_{t-1}
+            tn_states(part, parts[0], 2 * H, H, T, B, gates, G, h0, hs, dw_hh)
+        elif op == 1 and reset_after:
+            # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
+            tn_states(part, parts[1], H, H, T, B, hn, H, h0, hs, dw_hh + 2 * H * H)
+        elif op == 1:
+            # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
+            tn_part(part, parts[1], H, H, T * B, gates + 2 * H, G, hn, H, 0,
+                    dw_hh + 2 * H * H, H)
+        elif op == 2:
+            tn_part(part, parts[2], G, I, T * B, gates, G, x, I, 0, dw_ih, I)   # dG_x^T X
+        elif op == 3:
+            dx_part(part, parts[3], T * B, I, G, gates, w_ih, dx)   # dx = dG_x @ W_ih
+        elif op == 4 and db_ih != NULL:
+            # db_ih = colsum dG_x. db_hh's r and z parts are the same sums (and, classic,
+            # its n part too): copied from the columns this task summed, not summed again
+            colsum_part(part, parts[4], T * B, G, G, gates, db_ih)
+            if db_hh != NULL:
+                copy_part(part, parts[4], G, db_ih, db_hh, 2 * H if reset_after else G)
+        elif op == 4:
+            colsum_part(part, parts[4], T * B, 2 * H if reset_after else G, G, gates,
+                        db_hh)
+        else:
+            colsum_part(part, parts[5], T * B, H, H, hn, db_hh + 2 * H)   # db_hh's n part
 
 
 cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
@@ -878,7 +1344,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                  const floating *w_ih, const floating *w_hh, bint reset_after,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
                  idx T, idx B, idx I, idx H, int n_threads, int n_rows, int n_cols,
-                 set_threads_fn set_threads) noexcept nogil:
+                 int slices, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (3H,I), dw_hh (3H,H) out; db_ih, db_hh (3H,) out or NULL.
     # gates (T,B,3H): in = saved r,z,n; out = dG_x = d(x-side pre-activations) (consumed).
     # hn (T,B,H): reset_after: in = saved h W_hn^T + b_hn, out = its gradient dn*r (consumed);
@@ -887,16 +1353,26 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
     #   [dr, dz] | dn*r where the pointwise pass leaves it, in gates and hn).
     # w_pack (packed_size(3H, H)) scratch = W_hh packed.
     # hs (T,B,H) saved h_t. dy, dh_n may be NULL.
-    cdef idx G = 3 * H, BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
-    cdef int tid, nthr, nc, prev_local, prev_main
+    # slices > 1: the forward ran in slice mode with that many slices (its layout);
+    #   n_rows, n_cols ignored.
+    cdef idx G = 3 * H, BH = B * H, b0, b1, j0, j1, Bw, sb0
+    cdef int tid, nthr, nc, prev_local, prev_main, s, s_end
     cdef fc_barrier_t bar
-    cdef bint act
     cdef fc_tasks_t tasks
     cdef int parts[6]
-    cdef int op, part
-    cdef floating *g_t
-    cdef const floating *h_prev
-    cdef const floating *dy_t
+    # this pass's arrays: the whole ones, or in slice mode the slice's block / rows
+    cdef floating *gb
+    cdef floating *hnb
+    cdef const floating *hsb
+    cdef const floating *dyb
+    cdef const floating *h0b
+    cdef floating *dh
+    cdef floating *dghb
+    cdef const int64_t *lenb
+    cdef floating *pw_ih
+    cdef floating *pw_hh
+    cdef floating *pb
+    cdef idx sw, sbe
     copy_or_zero(dh0, dh_n, BH)
     # the hoisted products after the time loop, as tasks (see next_task), biggest first
     parts[0] = n_threads
@@ -914,91 +1390,97 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
         b0 = b1 = j0 = j1 = 0
-        act = False
-        op = part = 0
+        pw_ih = pw_hh = pb = NULL
         fc_barrier_set_n(&bar, nthr)
-        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-        nj = j1 - j0
-        nb = b1 - b0
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, G, H, w_hh, H, 1, w_pack)    # W_hh (3H, H)
         fc_barrier_wait(&bar)
-        for t in range(T - 1, -1, -1):
-            g_t = gates + t * B * G
-            h_prev = hs + (t - 1) * BH if t > 0 else h0
-            dy_t = dy + t * BH if dy != NULL else NULL
-            if reset_after:
-                r = b0
-                while r < b1 and nj > 0:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        pw_gru_bwd(e - r, nj, H, G, H, g_t + r * G + j0,
-                                   hn + t * BH + r * H + j0, h_prev + r * H + j0,
-                                   dy_t + r * H + j0 if dy_t != NULL else NULL,
-                                   dh0 + r * H + j0)
-                    else:
-                        zero_gate_block(g_t + r * G + j0, e - r, nj, H, 3, G)
-                        zero_block(hn + t * BH + r * H + j0, e - r, nj, H)
-                    r = e
-                if nc > 1:
-                    fc_barrier_wait(&bar)
-                # dh_{t-1}[block] = z * dh_t (written above) + d(h W_hh^T)[rows] @ W_hh[:, cols],
-                # d(h W_hh^T) = [dr, dz] (gates' first 2H columns) | dn * r (in hn): two
-                # products on rows 0..2H and 2H..3H of the packed W_hh
-                if nb > 0 and nj > 0:
-                    pgemm(nb, j0, j1, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
-                    pgemm(nb, j0, j1, H, hn + t * BH + b0 * H, H,
-                          w_pack + 2 * H * pack_width(w_pack), G, dh0 + b0 * H, H, True)
-            elif nb > 0:
-                r = b0
-                while r < b1:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        pw_gru1_bwd_a(e - r, H, H, G, H, g_t + r * G, h_prev + r * H,
-                                      dy_t + r * H if dy_t != NULL else NULL, dh0 + r * H)
-                    else:
-                        zero_block(g_t + r * G, e - r, G, G)
-                    r = e
-                # d(r*h)[rows] = dn[rows] @ W_hn   (dgh used as a (B,H) scratch)
-                pgemm(nb, 0, H, H, g_t + b0 * G + 2 * H, G, w_pack + 2 * H * pack_width(w_pack),
-                      G, dgh + b0 * H, H, False)
-                r = b0
-                while r < b1:
-                    e = run_end(lengths, t, r, b1, &act)
-                    if act:
-                        pw_gru1_bwd_b(e - r, H, H, G, H, g_t + r * G, dgh + r * H,
-                                      h_prev + r * H, dh0 + r * H)
-                    r = e
-                # dh_{t-1}[rows] += [dr, dz][rows] @ W_h{r,z}
-                pgemm(nb, 0, H, 2 * H, g_t + b0 * G, G, w_pack, G, dh0 + b0 * H, H, True)
-        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products, in
-        # parts taken by free threads (see next_task)
-        while next_task(&tasks, parts, 6, 0, &op, &part):
-            if op == 0:
-                # dW_hh rows r,z: the same dG as the x side (columns 0..2H of gates), x h_{t-1}
-                tn_states(part, parts[0], 2 * H, H, T, B, gates, G, h0, hs, dw_hh)
-            elif op == 1 and reset_after:
-                # rows n: d(h W_hn^T) = dn * r (in hn), times h_{t-1}
-                tn_states(part, parts[1], H, H, T, B, hn, H, h0, hs, dw_hh + 2 * H * H)
-            elif op == 1:
-                # rows n: dn times (r*h)_{t}, saved in hn for every step (h0 included)
-                tn_part(part, parts[1], H, H, T * B, gates + 2 * H, G, hn, H, 0,
-                        dw_hh + 2 * H * H, H)
-            elif op == 2:
-                tn_part(part, parts[2], G, I, T * B, gates, G, x, I, 0, dw_ih, I)   # dG_x^T X
-            elif op == 3:
-                dx_part(part, parts[3], T * B, I, G, gates, w_ih, dx)   # dx = dG_x @ W_ih
-            elif op == 4 and db_ih != NULL:
-                # db_ih = colsum dG_x. db_hh's r and z parts are the same sums (and, classic,
-                # its n part too): copied from the columns this task summed, not summed again
-                colsum_part(part, parts[4], T * B, G, G, gates, db_ih)
-                if db_hh != NULL:
-                    copy_part(part, parts[4], G, db_ih, db_hh, 2 * H if reset_after else G)
-            elif op == 4:
-                colsum_part(part, parts[4], T * B, 2 * H if reset_after else G, G, gates,
-                            db_hh)
+        if slices > 1:
+            nc = 1
+            s = tid
+            s_end = slices
+        else:
+            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+            s = 0
+            s_end = 1
+        while s < s_end:
+            if slices > 1:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                b0 = 0
+                b1 = Bw
+                j0 = 0
+                j1 = H
+                gb = gates + T * sb0 * G
+                hnb = hn + T * sb0 * H
+                hsb = hs + T * sb0 * H
+                dyb = dy + sb0 * H if dy != NULL else NULL
+                h0b = h0 + sb0 * H
+                dh = dh0 + sb0 * H
+                dghb = dgh + sb0 * H if dgh != NULL else NULL
+                lenb = lengths + sb0 if lengths != NULL else NULL
             else:
-                colsum_part(part, parts[5], T * B, H, H, hn, db_hh + 2 * H)   # db_hh's n part
+                Bw = B
+                gb = gates
+                hnb = hn
+                hsb = hs
+                dyb = dy
+                h0b = h0
+                dh = dh0
+                dghb = dgh
+                lenb = lengths
+            gru_bwd_steps(gb, hnb, hsb, dyb, h0b, dh, dghb, lenb, w_pack, reset_after, T, B, Bw,
+                          H, b0, b1, j0, j1, nc, &bar)
+            s = s + nthr
+        fc_barrier_wait(&bar)              # all of dG is written: the hoisted products
+        if slices > 1:
+            # each slice's products on its own block (as in lstm_bwd): dW_hh rows r,z and n,
+            # dW_ih, the bias sums; then the partials are added, then dx
+            s = tid
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_partials(dx, slices, s, G, I, H, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
+                gb = gates + T * sb0 * G
+                hnb = hn + T * sb0 * H
+                tn_states(0, 1, 2 * H, H, T, Bw, gb, G, h0 + sb0 * H, hs + T * sb0 * H, pw_hh)
+                if reset_after:
+                    tn_states(0, 1, H, H, T, Bw, hnb, H, h0 + sb0 * H, hs + T * sb0 * H,
+                              pw_hh + 2 * H * H)
+                else:
+                    tn_part(0, 1, H, H, T * Bw, gb + 2 * H, G, hnb, H, 0, pw_hh + 2 * H * H, H)
+                slice_tn_x(G, T, Bw, B * I, I, gb, G, x + sb0 * I, pw_ih)
+                if db_ih != NULL or db_hh != NULL:
+                    colsum(T * Bw, G, G, gb, pb, False)
+                    if reset_after:
+                        colsum(T * Bw, H, H, hnb, pb + rnd16(G), False)
+                s = s + nthr
+            fc_barrier_wait(&bar)
+            sw = slice_w_elems(G, I, H)
+            sbe = slice_b_elems(G, H)
+            add_slices(tid, nthr, G * I, dw_ih, dx, sw, slices - 1, False)
+            add_slices(tid, nthr, G * H, dw_hh, dx + rnd16(G * I), sw, slices - 1, False)
+            # db_ih = sum dG_x; db_hh's r, z parts (classic: all of it) the same sums,
+            # reset_after its n part the sums of d(h W_hn^T)
+            if db_ih != NULL:
+                add_slices(tid, nthr, G, db_ih, dx + (slices - 1) * sw, sbe, slices, True)
+            if db_hh != NULL:
+                add_slices(tid, nthr, 2 * H if reset_after else G, db_hh,
+                           dx + (slices - 1) * sw, sbe, slices, True)
+                if reset_after:
+                    add_slices(tid, nthr, H, db_hh + 2 * H, dx + (slices - 1) * sw + rnd16(G),
+                               sbe, slices, True)
+            fc_barrier_wait(&bar)
+            s = tid
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_dx(T, Bw, B * I, I, G, gates + T * sb0 * G, w_ih, dx + sb0 * I)
+                s = s + nthr
+        else:
+            # the hoisted products, in parts taken by free threads (see next_task)
+            gru_bwd_tasks(&tasks, parts, dx, dw_ih, dw_hh, db_ih, db_hh, gates, hn, hs, x, h0,
+                          w_ih, reset_after, T, B, I, H)
         restore_blas_threads(set_threads, prev_local)
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -1335,19 +1817,19 @@ cdef tuple _RNN_BACKWARD = _spec("dx! dh0! dw_ih! dw_hh! db! dg! w_pack! hs! x h
 # parameters, as its spec above lists them) and calls one of these with a dummy of the element
 # type, which picks the kernel.
 cdef inline int lstm_fwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, idx P,
-                           int n_threads, int n_rows, int n_cols,
+                           int n_threads, int n_rows, int n_cols, int slices,
                            set_threads_fn set_threads) noexcept nogil:
     return lstm_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                     <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
                     <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
                     <const floating *>p[11], <const floating *>p[12], <floating *>p[13],
                     <floating *>p[14], <const floating *>p[15], <const floating *>p[16],
-                    <const int64_t *>p[17], T, B, I, H, P, n_threads, n_rows, n_cols,
+                    <const int64_t *>p[17], T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                     set_threads)
 
 
 cdef inline int lstm_bwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, idx P,
-                           int n_threads, int n_rows, int n_cols,
+                           int n_threads, int n_rows, int n_cols, int slices,
                            set_threads_fn set_threads) noexcept nogil:
     return lstm_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                     <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
@@ -1356,23 +1838,23 @@ cdef inline int lstm_bwd_p(floating kind, void **p, idx T, idx B, idx I, idx H, 
                     <const floating *>p[14], <const floating *>p[15], <const floating *>p[16],
                     <const floating *>p[17], <const floating *>p[18], <const floating *>p[19],
                     <const floating *>p[20], <const floating *>p[21], <const floating *>p[22],
-                    <const int64_t *>p[23], T, B, I, H, P, n_threads, n_rows, n_cols,
+                    <const int64_t *>p[23], T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                     set_threads)
 
 
 cdef inline int gru_fwd_p(floating kind, void **p, bint reset_after, idx T, idx B, idx I,
-                          idx H, int n_threads, int n_rows, int n_cols,
+                          idx H, int n_threads, int n_rows, int n_cols, int slices,
                           set_threads_fn set_threads) noexcept nogil:
     return gru_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                    <floating *>p[4], <floating *>p[5], <floating *>p[6], <const floating *>p[7],
                    <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
                    <floating *>p[11], <floating *>p[12], <const floating *>p[13],
                    <const floating *>p[14], reset_after, <const int64_t *>p[15], T, B, I, H,
-                   n_threads, n_rows, n_cols, set_threads)
+                   n_threads, n_rows, n_cols, slices, set_threads)
 
 
 cdef inline int gru_bwd_p(floating kind, void **p, bint reset_after, idx T, idx B, idx I,
-                          idx H, int n_threads, int n_rows, int n_cols,
+                          idx H, int n_threads, int n_rows, int n_cols, int slices,
                           set_threads_fn set_threads) noexcept nogil:
     return gru_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                    <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
@@ -1380,7 +1862,7 @@ cdef inline int gru_bwd_p(floating kind, void **p, bint reset_after, idx T, idx 
                    <const floating *>p[11], <const floating *>p[12], <const floating *>p[13],
                    <const floating *>p[14], reset_after, <const floating *>p[15],
                    <const floating *>p[16], <const int64_t *>p[17], T, B, I, H, n_threads,
-                   n_rows, n_cols, set_threads)
+                   n_rows, n_cols, slices, set_threads)
 
 
 cdef inline int rnn_fwd_p(floating kind, void **p, bint relu, idx T, idx B, idx I, idx H,
@@ -1407,7 +1889,8 @@ cdef inline int rnn_bwd_p(floating kind, void **p, bint relu, idx chunk, idx T, 
 def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack,
                  w_ih_pack, bias, w_hr_t, lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                 int n_threads, int n_rows, int n_cols, int slices,
+                 uintptr_t set_threads):
     """Shapes as in lstm_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
     cdef void *p[MAX_ARRAYS]
@@ -1417,10 +1900,10 @@ def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_
            bias, w_hr_t, lengths), _LSTM_FORWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
-            status = lstm_fwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+            status = lstm_fwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                                 as_fn(set_threads))
         else:
-            status = lstm_fwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+            status = lstm_fwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                                 as_fn(set_threads))
     return status
 
@@ -1428,7 +1911,8 @@ def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_
 def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs, du, w_pack,
                   x, h0, c0, w_ih, w_hh, w_hr, dy, dh_n, dc_n, lengths,
                   Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                  int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                  int n_threads, int n_rows, int n_cols, int slices,
+                 uintptr_t set_threads):
     """Shapes as in lstm_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
     cdef void *p[MAX_ARRAYS]
@@ -1436,10 +1920,10 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs,
            c0, w_ih, w_hh, w_hr, dy, dh_n, dc_n, lengths), _LSTM_BACKWARD, k)
     with nogil:
         if k == cnp.NPY_FLOAT:
-            status = lstm_bwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+            status = lstm_bwd_p(<float>0, p, T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                                 as_fn(set_threads))
         else:
-            status = lstm_bwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols,
+            status = lstm_bwd_p(<double>0, p, T, B, I, H, P, n_threads, n_rows, n_cols, slices,
                                 as_fn(set_threads))
     return status
 
@@ -1447,7 +1931,8 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, gates, cs, hs, us, dhs,
 def gru_forward(y, h_n, gates, hn_save, hs, gh, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack,
                 b_ih, b_hh, bint reset_after, lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                int n_threads, int n_rows, int n_cols, int slices,
+                 uintptr_t set_threads):
     """Shapes as in gru_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
     cdef void *p[MAX_ARRAYS]
@@ -1458,17 +1943,18 @@ def gru_forward(y, h_n, gates, hn_save, hs, gh, hbuf, x, h0, w_ih, w_hh, w_pack,
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = gru_fwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
-                               n_cols, as_fn(set_threads))
+                               n_cols, slices, as_fn(set_threads))
         else:
             status = gru_fwd_p(<double>0, p, reset_after, T, B, I, H, n_threads, n_rows,
-                               n_cols, as_fn(set_threads))
+                               n_cols, slices, as_fn(set_threads))
     return status
 
 
 def gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs, x, h0, w_ih,
                  w_hh, bint reset_after, dy, dh_n, lengths,
                  Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                 int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                 int n_threads, int n_rows, int n_cols, int slices,
+                 uintptr_t set_threads):
     """Shapes as in gru_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
     cdef void *p[MAX_ARRAYS]
@@ -1477,10 +1963,10 @@ def gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = gru_bwd_p(<float>0, p, reset_after, T, B, I, H, n_threads, n_rows,
-                               n_cols, as_fn(set_threads))
+                               n_cols, slices, as_fn(set_threads))
         else:
             status = gru_bwd_p(<double>0, p, reset_after, T, B, I, H, n_threads, n_rows,
-                               n_cols, as_fn(set_threads))
+                               n_cols, slices, as_fn(set_threads))
     return status
 
 
