@@ -16,6 +16,11 @@ returns is the saved workspace plus a little. These tests check
   lengths, 1 and 2 threads, including the Elman RNN shapes where the packing covers some, all,
   or none of the chunks' rows of dx;
 * a returned gradient that held the packing shares memory with no other result.
+
+The placements are the grid layout's: every test here runs with the grid's batch split
+(``_api._FORCED_SPLIT = 1``), except the peak-memory check, which also runs with the rule,
+where small shapes on 2 threads train in slice mode (dx then holds the slices' partials and
+the Elman RNN's dG scratch, see test_slices.py).
 """
 import numpy as np
 import pytest
@@ -29,6 +34,27 @@ from fastcells import _api, bench
 # widths (32, 16 columns) and T*B*I >= H*H; B = 32 keeps the Elman RNN's backward chunk (its
 # dG scratch) at 3 of 48 steps.
 FITS = (48, 32, 32, 64)
+
+
+@pytest.fixture(autouse=True)
+def grid_layout(monkeypatch):
+    monkeypatch.setattr(_api, "_FORCED_SPLIT", 1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [FITS, (64, 16, 32, 64)], ids=["fits", "small"])
+def test_training_step_memory_near_minimal_with_slices(cell, dtype, shape, monkeypatch):
+    """With the rule (slice mode at these shapes on 2 threads) the peak stays within 1.1x."""
+    monkeypatch.setattr(_api, "_FORCED_SPLIT", 0)
+    T, B, I, H = shape
+    dt = np.dtype(dtype)
+    p = bench.make_problem(cell, B, T, I, H, dt)
+    *_, ws = getattr(_api, f"{cell}_forward")(*bench.forward_args(cell, p), n_threads=2)
+    assert ws._slices == 2
+    extra = bench.memory_use(cell, p, "train", 2)
+    minimal = bench.minimal_workspace_bytes(cell, B, T, H, dt.itemsize)
+    assert extra <= 1.1 * minimal, (extra, minimal)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -695,7 +695,7 @@ def test_kernel_entry_rejects_what_it_cannot_pass_as_a_pointer(dtype):
                  w_pack=_api._pack_buffer(H, H, dt), w_ih_pack=_api._pack_buffer(I, H, dt),
                  bias=bias, lengths=None)
         a.update(over)
-        _kernels.rnn_forward(*a.values(), T, B, I, H, False, 1, 1, 1, 0)
+        _kernels.rnn_forward(*a.values(), T, B, I, H, False, 1, 1, 1, 0, 0)
         return a["y"], a["h_n"]
 
     y, h_n = call()

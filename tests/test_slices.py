@@ -31,7 +31,9 @@ from conftest import (
 import fastcells
 from fastcells import _api, _kernels, reference
 
-SLICE_CELLS = ("lstm", "gru", "gru_classic")
+# (rnn_relu differs from rnn_tanh only in its pointwise kernels, checked by test_kernels.py;
+# random problems this size have relu pre-activations too close to 0 for its reference check)
+SLICE_CELLS = ("lstm", "gru", "gru_classic", "rnn_tanh")
 
 # (T, B, I, H) where the backward's partials fit in dx (T*B*I elements): slice mode applies
 SHAPES = [
@@ -42,6 +44,10 @@ SHAPES = [
     (40, 10, 33, 17),   # I = 33: dx and dW_ih on BLAS (I not a multiple of the panel width)
     (12, 24, 96, 16),   # 3 slices with n_threads=3
 ]
+# The Elman RNN also needs its top chunk's dG below that chunk's rows of dx: not at T = 1 or 3
+RNN_SKIP = {(3, 13, 40, 7), (1, 16, 64, 3)}
+CASES = [(c, s) for c in SLICE_CELLS for s in SHAPES
+         if not (c.startswith("rnn") and s in RNN_SKIP)]
 
 
 def _problem(cell, dtype, shape, **kw):
@@ -53,6 +59,10 @@ def _kw(cell, lengths=None):
     if cell == "gru_classic":
         kw["reset_after"] = False
     return kw
+
+
+def _gates(cell):
+    return {"lstm": 4, "gru": 3, "rnn": 1}[cell.split("_")[0]]
 
 
 def _run(p, cell, n_threads, forced=3, lengths=None, bwd_threads=None):
@@ -92,7 +102,7 @@ def _reference(p, cell, lengths=None):
 def test_rule():
     sl = _kernels.slices
     T, B, I, H = 64, 16, 32, 64                      # the benchmark's small shape
-    for G in (4, 3):
+    for G in (4, 3, 1):
         assert sl(2, 2, 1, 0, T, B, I, H, G, H, True, 4) == 2
         assert sl(2, 2, 1, 0, T, B, I, H, G, H, True, 8) == 2
         assert sl(2, 2, 1, 0, T, B, I, H, G, H, False, 4) == 0   # inference, projection
@@ -106,13 +116,20 @@ def test_rule():
     # H above the threshold: only when forced (and the partials fit)
     assert _kernels.slices(2, 2, 1, 0, 100, 32, 128, 256, 4, 256, True, 4) == 0
     assert _kernels.slices(2, 2, 1, 3, 100, 32, 128, 256, 4, 256, True, 4) == 2
+    # Elman RNN: the top chunk's dG must fit in dx below that chunk's rows (not at T = 3 here)
+    assert sl(2, 2, 1, 3, 3, 13, 40, 7, 1, 7, True, 4) == 0
+    assert sl(2, 2, 1, 3, 3, 13, 40, 7, 3, 7, True, 4) == 2
+    assert _kernels.rnn_backward_slice_dg_offset(2, 3, 13, 40, 7, 4) == -1
+    off = _kernels.rnn_backward_slice_dg_offset(2, T, B, I, H, 4)
+    top = min(_kernels.rnn_backward_chunk(T, B, I, H, 4), T)
+    assert off % 16 == 0 and off + top * B * H <= (T - top) * B * I
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_small_shape_uses_slices(cell):
     """The rule picks slice mode for the benchmark's small training shape on 2 threads, and
     the plan of an inference forward is unchanged (it never slices)."""
-    p = make_problem(cell, np.float32, 64, 16, 32, 64)
+    p = _problem(cell, np.float32, (64, 16, 32, 64))
     _, slices = _run(p, cell, 2, forced=0)
     assert slices == 2
     out, ws = forward(fastcells, p, training=False, n_threads=2)
@@ -120,8 +137,7 @@ def test_small_shape_uses_slices(cell):
 
 
 # ------------------------------------------------------------------------------ correctness
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-@pytest.mark.parametrize("cell", SLICE_CELLS)
+@pytest.mark.parametrize("cell, shape", CASES, ids=[f"{c}-{shape_id(s)}" for c, s in CASES])
 def test_matches_reference(cell, dtype, shape):
     p = _problem(cell, dtype, shape, seed=2)
     n = 3 if shape[1] >= 24 else 2
@@ -139,9 +155,9 @@ def test_matches_reference(cell, dtype, shape):
 def test_lengths(cell, dtype):
     """Packed-sequence semantics in every slice: zeros in y past each length, states frozen;
     lengths 0 and T in both slices."""
-    shape = (7, 10, 24, 9)
+    shape = (8, 10, 32, 9)
     p = _problem(cell, dtype, shape, seed=3)
-    lengths = np.array([7, 0, 3, 7, 1, 0, 7, 5, 2, 6])
+    lengths = np.array([8, 0, 3, 8, 1, 0, 8, 5, 2, 6])
     got, slices = _run(p, cell, 2, lengths=lengths)
     assert slices == 2
     assert_results_close(got, _reference(p, cell, lengths), dtype)
@@ -217,7 +233,7 @@ from fastcells import _api
 _api._FORCED_SPLIT = 3
 _api._plan = lambda *a, **k: (2, 2, 1)      # plan 2 threads whatever OpenMP allows
 out = {}
-for cell in ("lstm", "gru"):
+for cell in ("lstm", "gru", "rnn_tanh"):
     p = make_problem(cell, np.float32, 16, 16, 32, 16, seed=7)
     res, ws = forward(fastcells, p, training=True, n_threads=2)
     assert ws._slices == 2

@@ -650,6 +650,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     nt_requested = effective_n_threads(n_threads)
     nt, n_rows, n_cols = _plan(nt_requested, 2.0 * T * B * H * (I + H), B, H, 1, H,
                                dtype.itemsize, I_loop=0 if training else I)
+    slices = _slices(nt, n_rows, n_cols, T, B, I, H, 1, H, dtype.itemsize, training)
     y = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     hs = _empty64((T, B, H), dtype) if training else None
@@ -657,13 +658,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     with blas_fallback_limit(nt):
         _kernels.rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, _pack_buffer(H, H, dtype),
                              _x_pack(training, I, H, dtype), bias, lengths, T, B,
-                             I, H, relu, nt, n_rows, n_cols, set_threads_local_address())
+                             I, H, relu, nt, n_rows, n_cols, slices, set_threads_local_address())
     if not training:
         return y, h_n, None
     ws = Workspace._new("rnn", dtype, T, B, I, H, nt_requested, b_ih is not None,
                         b_hh is not None,
                         dict(hs=hs, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, lengths=lengths),
-                        nonlinearity=nonlinearity)
+                        nonlinearity=nonlinearity, slices=slices)
     return y, h_n, ws
 
 
@@ -691,11 +692,20 @@ def rnn_backward(dy, dh_n, ws):
     # And where the top chunk's dG scratch fits in dx after the packing and below that chunk's
     # own rows of dx, it goes there too (rnn_backward_dg_offset; the kernel's chunks are then
     # at least 256 rows: fewer rounds of hoisted products and barriers, no memory for them).
+    # In slice mode (the forward's; see _kernels.pyx) dx first holds the slices' weight-gradient
+    # partials and then, from rnn_backward_slice_dg_offset, the top chunk's dG (the kernel
+    # writes dx last); W_hh is read in place when H is a multiple of the panel width, else
+    # packed into a buffer of its own.
     n_pack = _kernels.packed_size(H, H, dtype.itemsize)
     chunk = _kernels.rnn_backward_chunk(T, B, I, H, dtype.itemsize)
     top = min(chunk, T)
     dg = None
-    if _ALIAS_PACKED and n_pack <= T * B * I:
+    if ws._slices:
+        dx = _empty64((T, B, I), dtype)
+        dg_off = _kernels.rnn_backward_slice_dg_offset(ws._slices, T, B, I, H, dtype.itemsize)
+        dg = dx.reshape(-1)[dg_off:dg_off + top * B * H]
+        w_pack = None if n_pack == H * H else _pack_buffer(H, H, dtype)
+    elif _ALIAS_PACKED and n_pack <= T * B * I:
         dx = _empty64((T, B, I), dtype)
         w_pack = dx.reshape(-1)[:n_pack]
         dg_off = _kernels.rnn_backward_dg_offset(T, B, I, H, dtype.itemsize)
@@ -715,12 +725,11 @@ def rnn_backward(dy, dh_n, ws):
     db = np.empty(H, dtype) if (ws.has_b_ih or ws.has_b_hh) else None
     if dg is None:
         dg = _empty64((top, B, H), dtype)
-    nt, n_rows, n_cols = _plan(ws.n_threads, 4.0 * T * B * H * (I + H), B, H, 1, H,
-                               dtype.itemsize, backward=True)
+    nt, n_rows, n_cols, slices = _backward_plan(ws, 4.0 * T * B * H * (I + H), 1)
     with blas_fallback_limit(nt):
         _kernels.rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, a["hs"], a["x"], a["h0"],
                               a["w_ih"], a["w_hh"], dy, dh_n, a["lengths"], T, B, I, H,
-                              ws.nonlinearity == "relu", chunk, nt, n_rows, n_cols,
+                              ws.nonlinearity == "relu", chunk, nt, n_rows, n_cols, slices,
                               set_threads_local_address())
     db_ih, db_hh = _split_bias_grad(db, ws)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh

@@ -142,45 +142,6 @@ cdef void plan_threads(int n, double flops, idx B, idx H, int G, idx P, idx I_lo
     n_rows[0] = <int>(B if B < k else k) if B > 0 else 1
 
 
-# Slice mode (see _kernels.pyx, "slice mode"): a training forward planned as a batch split
-# over nt >= 2 threads runs each thread's slice as a problem of its own, and its backward
-# follows (the Workspace / the C API's workspace header record the slice count). For small H
-# only: there the grid layout's shared pages and cross-core products cost most, and a slice's
-# hoisted products on one core stay small. Measured (Xeon guest, 2 threads, 2026-12-07): see
-# the README ("The small shape and 1.10x the floor") for the prototypes; the thresholds below
-# by tools/ab_compare.py with FASTCELLS_SPLIT=slices against batch.
-# Conditions: at least SLICE_MIN_ROWS rows per slice; a slice's rows of one step of x within
-# the stack buffer (SLICE_BUF_BYTES); the backward's partials within dx (T*B*I elements).
-cdef enum:
-    SLICE_MIN_ROWS = 4
-    SLICE_MAX_H = 128
-
-
-cdef int train_slices(int nt, int n_rows, int n_cols, int forced, idx T, idx B, idx I, idx H,
-                      int Gk, idx P, bint allowed, int itemsize) noexcept nogil:
-    # The slice count of a training forward planned as (nt, n_rows, n_cols), 0 for the grid
-    # layout. Gk: gates per hidden unit; P: the state width (LSTM projection: not allowed).
-    # forced as in plan_threads (3: slice mode wherever its layout works, whatever H).
-    if not allowed or forced == 1 or forced == 2 or nt < 2 or n_cols != 1 or n_rows != nt:
-        return 0
-    if T < 1 or I < 1 or B < SLICE_MIN_ROWS * nt:
-        return 0
-    if forced != 3 and H > SLICE_MAX_H:
-        return 0
-    if (B + nt - 1) // nt * I * itemsize > SLICE_BUF_BYTES:
-        return 0
-    if slice_scratch_elems(nt, Gk * H, I, P, H) > T * B * I:
-        return 0
-    return nt
-
-
-def slices(int nt, int n_rows, int n_cols, int forced, Py_ssize_t T, Py_ssize_t B,
-           Py_ssize_t I, Py_ssize_t H, int G, Py_ssize_t P, bint allowed, int itemsize):
-    """The slice count of a training forward planned as (nt, n_rows, n_cols); 0 = the grid
-    layout (train_slices, the same rule as the C API)."""
-    return train_slices(nt, n_rows, n_cols, forced, T, B, I, H, G, P, allowed, itemsize)
-
-
 def plan(int n_threads, double flops, Py_ssize_t B, Py_ssize_t H, int G, Py_ssize_t P,
          int itemsize, bint hidden_ok, int forced, Py_ssize_t I_loop=0, bint backward=False):
     """(threads, n_rows, n_cols) a call of this size uses (the same rule as the C API)."""
@@ -253,6 +214,68 @@ cdef inline idx chunk_top(idx T, idx B, idx I, idx H, int itemsize) noexcept nog
     # steps of the top chunk (the dG scratch's size in steps)
     cdef idx c = backward_chunk(T, B, I, H, itemsize)
     return c if c < T else T
+
+
+cdef idx rnn_slice_dg_offset(int S, idx T, idx B, idx I, idx H, int itemsize) noexcept nogil:
+    # Where in dx (elements) the Elman-RNN backward in slice mode keeps its top chunk's dG
+    # scratch (top*B*H elements, chunk_top): after the S slices' partials (slice_scratch_elems)
+    # and ending below the top chunk's rows of dx, which rnn_bwd writes first; -1 if it does
+    # not fit. The Python and the C API put it there (no memory beyond dx).
+    cdef idx top = chunk_top(T, B, I, H, itemsize), off
+    if S < 2 or B <= 0 or I <= 0 or top >= T:
+        return -1
+    off = rnd16(slice_scratch_elems(S, H, I, H, H))
+    if off + top * B * H <= (T - top) * B * I:
+        return off
+    return -1
+
+
+def rnn_backward_slice_dg_offset(int S, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                         int itemsize):
+    """rnn_slice_dg_offset, for _api.rnn_backward."""
+    return rnn_slice_dg_offset(S, T, B, I, H, itemsize)
+
+
+# Slice mode (see _kernels.pyx, "slice mode"): a training forward planned as a batch split
+# over nt >= 2 threads runs each thread's slice as a problem of its own, and its backward
+# follows (the Workspace / the C API's workspace header record the slice count). For small H
+# only: there the grid layout's shared pages and cross-core products cost most, and a slice's
+# hoisted products on one core stay small. Measured (Xeon guest, 2 threads, 2026-12-07): see
+# the README ("The small shape and 1.10x the floor") for the prototypes; the thresholds below
+# by tools/ab_compare.py with FASTCELLS_SPLIT=slices against batch.
+# Conditions: at least SLICE_MIN_ROWS rows per slice; a slice's rows of one step of x within
+# the stack buffer (SLICE_BUF_BYTES); the backward's partials within dx (T*B*I elements); the
+# Elman RNN's top-chunk dG scratch too (rnn_slice_dg_offset).
+cdef enum:
+    SLICE_MIN_ROWS = 4
+    SLICE_MAX_H = 128
+
+
+cdef int train_slices(int nt, int n_rows, int n_cols, int forced, idx T, idx B, idx I, idx H,
+                      int Gk, idx P, bint allowed, int itemsize) noexcept nogil:
+    # The slice count of a training forward planned as (nt, n_rows, n_cols), 0 for the grid
+    # layout. Gk: gates per hidden unit; P: the state width (LSTM projection: not allowed).
+    # forced as in plan_threads (3: slice mode wherever its layout works, whatever H).
+    if not allowed or forced == 1 or forced == 2 or nt < 2 or n_cols != 1 or n_rows != nt:
+        return 0
+    if T < 1 or I < 1 or B < SLICE_MIN_ROWS * nt:
+        return 0
+    if forced != 3 and H > SLICE_MAX_H:
+        return 0
+    if (B + nt - 1) // nt * I * itemsize > SLICE_BUF_BYTES:
+        return 0
+    if slice_scratch_elems(nt, Gk * H, I, P, H) > T * B * I:
+        return 0
+    if Gk == 1 and rnn_slice_dg_offset(nt, T, B, I, H, itemsize) < 0:
+        return 0
+    return nt
+
+
+def slices(int nt, int n_rows, int n_cols, int forced, Py_ssize_t T, Py_ssize_t B,
+           Py_ssize_t I, Py_ssize_t H, int G, Py_ssize_t P, bint allowed, int itemsize):
+    """The slice count of a training forward planned as (nt, n_rows, n_cols); 0 = the grid
+    layout (train_slices, the same rule as the C API)."""
+    return train_slices(nt, n_rows, n_cols, forced, T, B, I, H, G, P, allowed, itemsize)
 
 
 def rnn_backward_chunk(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, int itemsize):
@@ -841,15 +864,17 @@ cdef int capi_rnn_forward(floating *y, floating *h_n, void *ws, int64_t ws_bytes
     bias_sum(slot(ws, off, R_BIAS, y), b_ih, b_hh, H)
     plan_threads(nt, 2.0 * T * B * H * (I + H), B, H, 1, H, 0 if training else I,
                  sizeof(floating), True, _capi_forced_split, False, &nt, &rows, &cols)
+    sl = train_slices(nt, rows, cols, _capi_forced_split, T, B, I, H, 1, H, training,
+                      sizeof(floating))
     st = rnn_fwd(y, h_n, slot(ws, off, R_HS, y) if training else NULL,
                  NULL if training else slot(ws, off, R_HBUF, y),
                  x, h0 if h0 != NULL else zero, w_ih, w_hh, pslot(ws, off, R_WT, y),
                  pslot(ws, off, R_WIH, y) if packs_input(I, training, sizeof(floating)) else NULL,
-                 slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols,
+                 slot(ws, off, R_BIAS, y), lengths, T, B, I, H, relu, nt, rows, cols, sl,
                  _capi_set_threads)
     if st == FC_OK and training:
         ws_publish(ws, CELL_RNN, sizeof(floating), input_flags(h0, NULL, lengths, relu),
-                   T, B, I, H, 0, 0)
+                   T, B, I, H, 0, sl)
     return st
 
 
@@ -880,20 +905,26 @@ cdef int capi_rnn_backward(floating *dx, floating *dh0, floating *dw_ih, floatin
     st = check_ws(ws, ws_bytes, rnn_ws(T, B, I, H, True, sizeof(floating), off))
     if st != FC_OK:
         return st
+    # the thread plan (the forward's slices) before claiming: a refused call changes nothing
+    st = backward_plan(ws, nt, 4.0 * T * B * H * (I + H), T, B, I, H, 1, H, True,
+                       sizeof(floating), &nt, &rows, &cols, &sl)
+    if st != FC_OK:
+        return st
     st = ws_claim(ws, CELL_RNN, sizeof(floating), input_flags(h0, NULL, lengths, relu),
                   T, B, I, H, 0)
     if st != FC_OK:
         return st
     db = db_ih if db_ih != NULL else db_hh
-    plan_threads(nt, 4.0 * T * B * H * (I + H), B, H, 1, H, 0, sizeof(floating), True,
-                 _capi_forced_split, True, &nt, &rows, &cols)
     chunk = backward_chunk(T, B, I, H, sizeof(floating))
-    dg_off = rnn_dg_offset(T, B, I, H, sizeof(floating), chunk if chunk < T else T)
+    if sl > 1:
+        dg_off = rnn_slice_dg_offset(sl, T, B, I, H, sizeof(floating))   # >= 0 (train_slices)
+    else:
+        dg_off = rnn_dg_offset(T, B, I, H, sizeof(floating), chunk if chunk < T else T)
     st = rnn_bwd(dx, dh0, dw_ih, dw_hh, db,
                  dx + dg_off if dg_off >= 0 else slot(ws, off, R_DG, dx),
                  pslot(ws, off, R_WT, dx), slot(ws, off, R_HS, dx),
                  x, h0 if h0 != NULL else slot(ws, off, R_ZERO, dx), w_ih, w_hh, dy, dh_n,
-                 lengths, T, B, I, H, relu, chunk, nt, rows, cols, _capi_set_threads)
+                 lengths, T, B, I, H, relu, chunk, nt, rows, cols, sl, _capi_set_threads)
     if db_ih != NULL and db_hh != NULL and db_hh != db_ih:
         memcpy(db_hh, db_ih, H * sizeof(floating))   # both biases enter the same sum
     return st

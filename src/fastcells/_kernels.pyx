@@ -577,9 +577,9 @@ cdef void slice_project(idx T, idx nb, idx xs, idx I, idx G, const floating *x,
 
 
 cdef void slice_tn_x(idx M, idx T, idx nb, idx xs, idx I, const floating *A, idx lda,
-                     const floating *x, floating *C) noexcept nogil:
-    """C (M, I) = A^T X for a slice: A (T*nb, M) with row stride lda (the slice's dG), X the
-    slice's rows of x as in slice_project."""
+                     const floating *x, floating *C, bint accumulate) noexcept nogil:
+    """C (M, I) (+)= A^T X for a slice: A (T*nb, M) with row stride lda (the slice's dG), X
+    the slice's rows of x as in slice_project."""
     cdef double raw[SLICE_BUF_DOUBLES]
     cdef floating *buf = <floating *>raw
     cdef idx c = slice_chunk_steps(nb, I, buf), t0, n, t
@@ -588,7 +588,8 @@ cdef void slice_tn_x(idx M, idx T, idx nb, idx xs, idx I, const floating *A, idx
         n = c if t0 + c <= T else T - t0
         for t in range(n):
             memcpy(buf + t * nb * I, x + (t0 + t) * xs, nb * I * sizeof(floating))
-        tn_part(0, 1, M, I, n * nb, A + t0 * nb * lda, lda, buf, I, 0 if t0 == 0 else 1, C, I)
+        tn_part(0, 1, M, I, n * nb, A + t0 * nb * lda, lda, buf, I,
+                0 if t0 == 0 and not accumulate else 1, C, I)
         t0 += n
 
 
@@ -1000,7 +1001,8 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                 slice_partials(dx, slices, s, G, I, P, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
                 tn_states(0, 1, G, P, T, Bw, gates + T * sb0 * G, G, h0 + sb0 * P,
                           hs + T * sb0 * P, pw_hh)
-                slice_tn_x(G, T, Bw, B * I, I, gates + T * sb0 * G, G, x + sb0 * I, pw_ih)
+                slice_tn_x(G, T, Bw, B * I, I, gates + T * sb0 * G, G, x + sb0 * I, pw_ih,
+                           False)
                 if db != NULL:
                     colsum(T * Bw, G, G, gates + T * sb0 * G, pb, False)
                 s = s + nthr
@@ -1449,7 +1451,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                               pw_hh + 2 * H * H)
                 else:
                     tn_part(0, 1, H, H, T * Bw, gb + 2 * H, G, hnb, H, 0, pw_hh + 2 * H * H, H)
-                slice_tn_x(G, T, Bw, B * I, I, gb, G, x + sb0 * I, pw_ih)
+                slice_tn_x(G, T, Bw, B * I, I, gb, G, x + sb0 * I, pw_ih, False)
                 if db_ih != NULL or db_hh != NULL:
                     colsum(T * Bw, G, G, gb, pb, False)
                     if reset_after:
@@ -1492,7 +1494,7 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
                  const floating *w_ih, const floating *w_hh, floating *w_pack,
                  floating *w_ih_pack, const floating *bias,
                  const int64_t *lengths, idx T, idx B, idx I, idx H, int relu,
-                 int n_threads, int n_rows, int n_cols,
+                 int n_threads, int n_rows, int n_cols, int slices,
                  set_threads_fn set_threads) noexcept nogil:
     # y (T,B,H), h_n (B,H) out; hs (T,B,H) out = saved h_t (training) or NULL (inference: the
     # pre-activations accumulate in y itself, where h_t is computed in place; with lengths h
@@ -1510,10 +1512,16 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
     # packed; w_ih_pack: packed W_ih^T (I, H) scratch, inference always, training optional (as
     # in lstm_fwd: inference projects the input per step on each thread's block instead of one
     # GEMM before the loop); bias (H,) = b_ih + b_hh.
-    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e
-    cdef int tid, nthr, nc, prev_local, prev_main
+    # slices > 1: slice mode (training; see "slice mode" above): hs in the [slice][T][rows][H]
+    #   layout, n_rows, n_cols ignored.
+    cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e, Bw, sb0
+    cdef int tid, nthr, nc, prev_local, prev_main, s, s_end
     cdef fc_barrier_t bar
-    cdef bint training = hs != NULL, act
+    cdef bint training = hs != NULL, act, pref
+    cdef floating *yb
+    cdef floating *bufb
+    cdef const floating *h0b
+    cdef const int64_t *lenb
     cdef bint hoisted = training or (lengths == NULL and (
         (B + n_rows - 1) // n_rows <= 8 or T * BH * <idx>sizeof(floating) <= 512 * 1024))
     cdef floating *buf = hs if hs != NULL else y
@@ -1535,45 +1543,83 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         b0 = b1 = j0 = j1 = 0
         act = False
         fc_barrier_set_n(&bar, nthr)
-        nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        input_phase(tid, nthr, hoisted, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
-        nj = j1 - j0
-        nb = b1 - b0
-        for t in range(T):
-            g_t = buf + t * BH
-            if training or lengths == NULL:
-                # h_t in place of its pre-activation: hs_t (training) or y_t (inference)
-                h_prev = g_t - BH if t > 0 else h0
-                h_dest = g_t
+        if slices > 1:
+            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
+            nc = 1
+            if w_ih_pack != NULL:
+                pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)
+            fc_barrier_wait(&bar)
+            s = tid
+            s_end = slices
+        else:
+            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
+            input_phase(tid, nthr, hoisted, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
+            s = 0
+            s_end = 1
+        pref = hoisted and nthr > 1 and slices <= 1
+        while s < s_end:
+            if slices > 1:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                b0 = 0
+                b1 = Bw
+                j0 = 0
+                j1 = H
+                yb = y + sb0 * H
+                bufb = hs + T * sb0 * H
+                h0b = h0 + sb0 * H
+                lenb = lengths + sb0 if lengths != NULL else NULL
+                slice_project(T, Bw, B * I, I, H, x + sb0 * I, w_ih, w_ih_pack, bufb)
             else:
-                h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
-                h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
-            if nb > 0 and nj > 0:
-                if hoisted and t + 1 < T and nthr > 1:
-                    prefetch_gates(g_t + BH + b0 * H, nb, j0, nj, H, 1, H)
-                if not hoisted:
-                    pgemm(nb, j0, j1, I, x + (t * B + b0) * I if x != NULL else NULL, I,
-                          w_ih_pack, I, g_t + b0 * H, H, False)
-                pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
-            r = b0
-            while r < b1 and nj > 0:
-                e = run_end(lengths, t, r, b1, &act)
-                if act:
-                    pw_rnn_fwd(e - r, nj, H, g_t + r * H + j0, bias + j0, relu)
-                    if training:
-                        copy_block(y + t * BH + r * H + j0, g_t + r * H + j0, e - r, nj, H)
-                    elif h_dest != g_t:
-                        copy_block(h_dest + r * H + j0, g_t + r * H + j0, e - r, nj, H)
+                Bw = B
+                yb = y
+                bufb = buf
+                h0b = h0
+                lenb = lengths
+            nj = j1 - j0
+            nb = b1 - b0
+            for t in range(T):
+                g_t = bufb + t * Bw * H
+                if training or lengths == NULL:
+                    # h_t in place of its pre-activation: hs_t (training) or y_t (inference)
+                    h_prev = g_t - Bw * H if t > 0 else h0b
+                    h_dest = g_t
                 else:
-                    copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
-                    zero_block(y + t * BH + r * H + j0, e - r, nj, H)
-                r = e
-            if nc > 1:
-                fc_barrier_wait(&bar)
+                    h_dest = h_n if (T - 1 - t) % 2 == 0 else hbuf
+                    h_prev = h0 if t == 0 else (hbuf if h_dest == h_n else h_n)
+                if nb > 0 and nj > 0:
+                    if pref and t + 1 < T:
+                        prefetch_gates(g_t + BH + b0 * H, nb, j0, nj, H, 1, H)
+                    if not hoisted:
+                        pgemm(nb, j0, j1, I, x + (t * B + b0) * I if x != NULL else NULL, I,
+                              w_ih_pack, I, g_t + b0 * H, H, False)
+                    pgemm(nb, j0, j1, H, h_prev + b0 * H, H, w_pack, H, g_t + b0 * H, H, True)
+                # (slice mode fills y after the loop: slice_outputs)
+                r = b0
+                while r < b1 and nj > 0:
+                    e = run_end(lenb, t, r, b1, &act)
+                    if act:
+                        pw_rnn_fwd(e - r, nj, H, g_t + r * H + j0, bias + j0, relu)
+                        if training and slices <= 1:
+                            copy_block(yb + t * BH + r * H + j0, g_t + r * H + j0, e - r, nj,
+                                       H)
+                        elif h_dest != g_t:
+                            copy_block(h_dest + r * H + j0, g_t + r * H + j0, e - r, nj, H)
+                    else:
+                        copy_block(h_dest + r * H + j0, h_prev + r * H + j0, e - r, nj, H)
+                        if slices <= 1:
+                            zero_block(yb + t * BH + r * H + j0, e - r, nj, H)
+                    r = e
+                if nc > 1:
+                    fc_barrier_wait(&bar)
+            if slices > 1:
+                slice_outputs(T, Bw, H, bufb, yb, BH, lenb)
+                memcpy(h_n + sb0 * H, bufb + (T - 1) * Bw * H, Bw * H * sizeof(floating))
+            s = s + nthr
         restore_blas_threads(set_threads, prev_local)
-    if training or lengths == NULL:
+    if (training and slices <= 1) or (not training and lengths == NULL):
         memcpy(h_n, buf + (T - 1) * BH, BH * sizeof(floating))
     restore_blas_threads(set_threads, prev_main)
     return 0
@@ -1588,7 +1634,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                  const floating *w_ih, const floating *w_hh,
                  const floating *dy, const floating *dh_n, const int64_t *lengths,
                  idx T, idx B, idx I, idx H, int relu, idx chunk, int n_threads, int n_rows,
-                 int n_cols, set_threads_fn set_threads) noexcept nogil:
+                 int n_cols, int slices, set_threads_fn set_threads) noexcept nogil:
     # dx (T,B,I), dh0 (B,H), dw_ih (H,I), dw_hh (H,H) out; db (H,) out or NULL.
     # dg (min(chunk, T),B,H) scratch: its own buffer, or elements of dx that lie below the top
     # chunk's rows of dx and past those that t_defer defers (the top chunk's dG is dead before
@@ -1608,8 +1654,24 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
     # loop dG of every step is still stored, so the rows of dx that hold the packed W_hh (the
     # caller may put it there) get their dx = dG W_ih after the loop. The scratch is one chunk
     # (~1/16 of the saved states) rather than a second copy of them (issue 6's memory target).
+    # slices > 1: the forward ran in slice mode with that many slices (see "slice mode" above;
+    # hs in its layout); n_rows, n_cols ignored. Each slice runs the chunks above on its own
+    # block (its top chunk's dG in its rows of dg, which must lie in dx below the top chunk's
+    # rows of dx and past the partials: rnn_slice_dg_offset; or anywhere else) and
+    # accumulates its weight-gradient partials chunk by chunk (in dx, see slice_partials);
+    # then the partials are added and dx is written: the top chunk's rows first.
     cdef idx BH = B * H, t, b0, b1, j0, j1, nj, nb, r, e, t_lo, t_hi, rows, top, rest
-    cdef idx t_defer, t_dx
+    cdef idx t_defer, t_dx, Bw, sb0
+    cdef int s
+    cdef floating *hsb
+    cdef floating *dgb
+    cdef floating *dh
+    cdef const floating *dyb
+    cdef const floating *h0b
+    cdef const int64_t *lenb
+    cdef floating *pw_ih
+    cdef floating *pw_hh
+    cdef floating *pb
     cdef floating *dg_c
     cdef floating *dg_t
     cdef int tid, nthr, nc, prev_local, prev_main
@@ -1666,7 +1728,85 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         if w_pack != NULL:
             pack_part(tid, nthr, H, H, w_hh, H, 1, w_pack)    # W_hh (H, H)
             fc_barrier_wait(&bar)
-        t_hi = T
+        if slices > 1:
+            pw_ih = pw_hh = pb = NULL
+            s = tid
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                hsb = hs + T * sb0 * H
+                dgb = dg + top * sb0 * H
+                dyb = dy + sb0 * H if dy != NULL else NULL
+                h0b = h0 + sb0 * H
+                dh = dh0 + sb0 * H
+                lenb = lengths + sb0 if lengths != NULL else NULL
+                slice_partials(dx, slices, s, H, I, H, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
+                t_hi = T
+                while t_hi > 0:
+                    t_lo = t_hi - chunk if t_hi > chunk else 0
+                    # dG_t of this chunk at dg_c + (t - t_lo) * Bw * H
+                    dg_c = dgb if t_hi == T else hsb + (t_lo + chunk) * Bw * H
+                    for t in range(t_hi - 1, t_lo - 1, -1):
+                        dy_t = dyb + t * BH if dyb != NULL else NULL
+                        dg_t = dg_c + (t - t_lo) * Bw * H
+                        r = 0
+                        while r < Bw:
+                            e = run_end(lenb, t, r, Bw, &act)
+                            if act:
+                                pw_rnn_bwd(e - r, H, H, hsb + (t * Bw + r) * H, dg_t + r * H,
+                                           dy_t + r * H if dy_t != NULL else NULL, dh + r * H,
+                                           relu)
+                            else:
+                                zero_block(dg_t + r * H, e - r, H, H)
+                            r = e
+                        if w_pack != NULL:
+                            pgemm(Bw, 0, H, H, dg_t, H, w_pack, H, dh, H, True)
+                        else:
+                            rgemm(Bw, 0, H, H, dg_t, H, w_hh, H, dh, H, True)
+                    # the chunk's partials: dW_hh (+)= dG^T h_{t-1}, dW_ih (+)= dG^T X,
+                    # db (+)= colsum dG
+                    rows = (t_hi - t_lo) * Bw
+                    if t_lo > 0:
+                        tn_part(0, 1, H, H, rows, dg_c, H, hsb + (t_lo - 1) * Bw * H, H,
+                                0 if t_hi == T else 1, pw_hh, H)
+                    else:
+                        tn_part(0, 1, H, H, Bw, dg_c, H, h0b, H, 0 if t_hi == T else 1,
+                                pw_hh, H)
+                        if t_hi > 1:
+                            tn_part(0, 1, H, H, rows - Bw, dg_c + Bw * H, H, hsb, H, 1, pw_hh,
+                                    H)
+                    slice_tn_x(H, t_hi - t_lo, Bw, B * I, I, dg_c, H, x + t_lo * B * I + sb0 * I,
+                               pw_ih, t_hi != T)
+                    if db != NULL:
+                        colsum(rows, H, H, dg_c, pb, t_hi != T)
+                    t_hi = t_lo
+                s = s + nthr
+            fc_barrier_wait(&bar)          # every slice's partials are complete: add them
+            add_slices(tid, nthr, H * I, dw_ih, dx, slice_w_elems(H, I, H), slices - 1, False)
+            add_slices(tid, nthr, H * H, dw_hh, dx + rnd16(H * I), slice_w_elems(H, I, H),
+                       slices - 1, False)
+            if db != NULL:
+                add_slices(tid, nthr, H, db, dx + (slices - 1) * slice_w_elems(H, I, H),
+                           slice_b_elems(H, H), slices, True)
+            fc_barrier_wait(&bar)          # the partials are dead: dx, the top chunk's rows
+            s = tid                        # first (dg lies below them)
+            while s < slices:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_dx(top, Bw, B * I, I, H, dg + top * sb0 * H, w_ih,
+                         dx + rest * B * I + sb0 * I)
+                s = s + nthr
+            fc_barrier_wait(&bar)          # dg is dead: the other rows, from dG in hs[chunk:]
+            s = tid
+            while s < slices and rest > 0:
+                sb0 = slice_start(B, slices, s)
+                Bw = slice_start(B, slices, s + 1) - sb0
+                slice_dx(rest, Bw, B * I, I, H, hs + T * sb0 * H + chunk * Bw * H, w_ih,
+                         dx + sb0 * I)
+                s = s + nthr
+            t_hi = 0                       # the grid's loop below does nothing
+        else:
+            t_hi = T
         t_dx = T                             # dx[t_dx:] is written
         while t_hi > 0:
             t_lo = t_hi - chunk if t_hi > chunk else 0
@@ -1722,7 +1862,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
             t_hi = t_lo
         # the deferred dx[0 : t_dx] = dG @ W_ih, from the two places dG is in: steps [0, rest)
         # in hs[chunk:], steps [rest, T) in dg
-        if I > 0 and t_dx > 0:
+        if I > 0 and t_dx > 0 and slices <= 1:
             if rest > 0:
                 dx_part(tid, nthr, (t_dx if t_dx < rest else rest) * B, I, H, hs + chunk * BH,
                         w_ih, dx)
@@ -1866,24 +2006,24 @@ cdef inline int gru_bwd_p(floating kind, void **p, bint reset_after, idx T, idx 
 
 
 cdef inline int rnn_fwd_p(floating kind, void **p, bint relu, idx T, idx B, idx I, idx H,
-                          int n_threads, int n_rows, int n_cols,
+                          int n_threads, int n_rows, int n_cols, int slices,
                           set_threads_fn set_threads) noexcept nogil:
     return rnn_fwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                    <const floating *>p[4], <const floating *>p[5], <const floating *>p[6],
                    <const floating *>p[7], <floating *>p[8], <floating *>p[9],
                    <const floating *>p[10], <const int64_t *>p[11], T, B, I, H, relu,
-                   n_threads, n_rows, n_cols, set_threads)
+                   n_threads, n_rows, n_cols, slices, set_threads)
 
 
 cdef inline int rnn_bwd_p(floating kind, void **p, bint relu, idx chunk, idx T, idx B, idx I,
-                          idx H, int n_threads, int n_rows, int n_cols,
+                          idx H, int n_threads, int n_rows, int n_cols, int slices,
                           set_threads_fn set_threads) noexcept nogil:
     return rnn_bwd(<floating *>p[0], <floating *>p[1], <floating *>p[2], <floating *>p[3],
                    <floating *>p[4], <floating *>p[5], <floating *>p[6], <floating *>p[7],
                    <const floating *>p[8], <const floating *>p[9], <const floating *>p[10],
                    <const floating *>p[11], <const floating *>p[12], <const floating *>p[13],
                    <const int64_t *>p[14], T, B, I, H, relu, chunk, n_threads, n_rows, n_cols,
-                   set_threads)
+                   slices, set_threads)
 
 
 def lstm_forward(y, h_n, c_n, gates, cs, hs, us, hbuf, x, h0, c0, w_ih, w_hh, w_pack,
@@ -1972,7 +2112,7 @@ def gru_backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, gates, hn, dgh, w_pack, hs
 
 def rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, bias, lengths,
                 Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
-                int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                int n_threads, int n_rows, int n_cols, int slices, uintptr_t set_threads):
     """Shapes as in rnn_fwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(y, "y")
     cdef void *p[MAX_ARRAYS]
@@ -1983,16 +2123,17 @@ def rnn_forward(y, h_n, hs, hbuf, x, h0, w_ih, w_hh, w_pack, w_ih_pack, bias, le
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = rnn_fwd_p(<float>0, p, relu, T, B, I, H, n_threads, n_rows, n_cols,
-                               as_fn(set_threads))
+                               slices, as_fn(set_threads))
         else:
             status = rnn_fwd_p(<double>0, p, relu, T, B, I, H, n_threads, n_rows, n_cols,
-                               as_fn(set_threads))
+                               slices, as_fn(set_threads))
     return status
 
 
 def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, hs, x, h0, w_ih, w_hh, dy, dh_n,
                  lengths, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint relu,
-                 Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, uintptr_t set_threads):
+                 Py_ssize_t chunk, int n_threads, int n_rows, int n_cols, int slices,
+                 uintptr_t set_threads):
     """Shapes as in rnn_bwd above (C-contiguous arrays of any shape)."""
     cdef int status, k = kind_of(dx, "dx")
     cdef void *p[MAX_ARRAYS]
@@ -2004,10 +2145,10 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dg, w_pack, hs, x, h0, w_ih, w_hh, d
     with nogil:
         if k == cnp.NPY_FLOAT:
             status = rnn_bwd_p(<float>0, p, relu, chunk, T, B, I, H, n_threads, n_rows, n_cols,
-                               as_fn(set_threads))
+                               slices, as_fn(set_threads))
         else:
             status = rnn_bwd_p(<double>0, p, relu, chunk, T, B, I, H, n_threads, n_rows, n_cols,
-                               as_fn(set_threads))
+                               slices, as_fn(set_threads))
     return status
 
 
