@@ -240,9 +240,13 @@ def rnn_backward_slice_dg_offset(int S, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I
 # over nt >= 2 threads runs each thread's slice as a problem of its own, and its backward
 # follows (the Workspace / the C API's workspace header record the slice count). For small H
 # only: there the grid layout's shared pages and cross-core products cost most, and a slice's
-# hoisted products on one core stay small. Measured (Xeon guest, 2 threads, 2026-12-07): see
-# the README ("The small shape and 1.10x the floor") for the prototypes; the thresholds below
-# by tools/ab_compare.py with FASTCELLS_SPLIT=slices against batch.
+# hoisted products on one core stay small. Paired against the grid's batch split
+# (tools/ab_compare.py, "_api._FORCED_SPLIT = 1" against 0 or 3; Xeon guest, 2 threads,
+# 2026-12-07; training step): B,T,I,H = 16,64,32,64 LSTM 0.83-0.86x, GRU 0.80-0.81x, Elman RNN
+# 0.76x; 32,64,32,64 0.76x, 0.78x, 0.77-0.79x; 32,64,64,128 LSTM 0.91x, GRU 0.82x;
+# 32,64,128,128 Elman RNN 0.95x; 8,64,32,64 (4 rows a slice) LSTM 0.92x, GRU 0.95x; at
+# H = 256 (32,100,128,256) LSTM 1.02x, GRU 0.985x, Elman RNN 0.98x: no gain, hence
+# SLICE_MAX_H = 128.
 # Conditions: at least SLICE_MIN_ROWS rows per slice; a slice's rows of one step of x within
 # the stack buffer (SLICE_BUF_BYTES); the backward's partials within dx (T*B*I elements); the
 # Elman RNN's top-chunk dG scratch too (rnn_slice_dg_offset).

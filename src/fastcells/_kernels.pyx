@@ -17,6 +17,9 @@ Structure of every forward kernel (DESIGN.md practices 2, 3, 6, 7):
      in its cache, and batch-1 problems parallelise) one barrier per step makes h_{t-1} whole.
 Backward mirrors it: per step only the pointwise backward and dh_{t-1} += dG_t W_hh on the
 block; dx, dW_ih, dW_hh and the bias gradients are hoisted GEMMs / reductions after the loop.
+Small training problems run in "slice mode" instead (see below): each thread takes its batch
+slice as a problem of its own, on its own block of the saved arrays, for the whole forward and
+backward.
 Every BLAS call runs single-threaded inside one of our OpenMP threads (see _blas.gemm_part), so
 BLAS's own thread pool never competes with ours for the cores.
 
