@@ -645,6 +645,81 @@ cdef void add_slices(int part, int parts, idx n, floating *out, const floating *
         out[j] = acc
 
 
+
+cdef inline idx slice_rows(int s, int slices, idx B, idx *b0) noexcept nogil:
+    """Slice s's batch rows: the first in b0, their number returned."""
+    b0[0] = slice_start(B, slices, s)
+    return slice_start(B, slices, s + 1) - b0[0]
+
+
+cdef inline idx slice_block(int s, int slices, idx B, idx H, idx *sb0, idx *b0, idx *b1,
+                            idx *j0, idx *j1) noexcept nogil:
+    """A time loop's block for slice s: all its rows [0, Bw) of arrays pointing at its first
+    row (sb0), all hidden units; returns Bw."""
+    cdef idx Bw = slice_rows(s, slices, B, sb0)
+    b0[0] = 0
+    b1[0] = Bw
+    j0[0] = 0
+    j1[0] = H
+    return Bw
+
+
+cdef inline int backward_setup(int tid, int nthr, int slices, int n_rows, int n_cols, idx B,
+                               idx H, idx *b0, idx *b1, idx *j0, idx *j1,
+                               int *s_end) noexcept nogil:
+    """A backward's passes after packing W_hh: slice mode, this thread's slices tid, tid +
+    nthr, ... below s_end = slices; grid, one pass (s_end = 1) on the thread's block. Returns
+    the number of column parts (1 in slice mode)."""
+    if slices > 1:
+        s_end[0] = slices
+        return 1
+    s_end[0] = 1
+    return thread_block(tid, nthr, n_rows, n_cols, B, H, b0, b1, j0, j1)
+
+
+cdef inline void add_weight_partials(int tid, int nthr, int slices, idx G, idx I, idx P,
+                                     floating *dx, floating *dw_ih,
+                                     floating *dw_hh) noexcept nogil:
+    """dW_ih, dW_hh += the partials of slices 1.. in dx (slice_partials), this thread's part
+    of the elements."""
+    cdef idx w = slice_w_elems(G, I, P)
+    add_slices(tid, nthr, G * I, dw_ih, dx, w, slices - 1, False)
+    add_slices(tid, nthr, G * P, dw_hh, dx + rnd16(G * I), w, slices - 1, False)
+
+
+cdef inline void slices_dx(int tid, int nthr, int slices, idx T, idx B, idx I, idx G,
+                           const floating *dG, const floating *w_ih,
+                           floating *dx) noexcept nogil:
+    """dx = dG @ W_ih for this thread's slices, dG in the slices' blocks (T, rows, G)."""
+    cdef int s = tid
+    cdef idx sb0 = 0, Bw
+    while s < slices:
+        Bw = slice_rows(s, slices, B, &sb0)
+        slice_dx(T, Bw, B * I, I, G, dG + T * sb0 * G, w_ih, dx + sb0 * I)
+        s += nthr
+
+
+cdef inline int forward_setup(int tid, int nthr, int slices, int n_rows, int n_cols, idx T,
+                              idx B, idx I, idx H, idx G, bint whole, const floating *x,
+                              const floating *w_ih, floating *w_ih_pack, floating *gates,
+                              fc_barrier_t *bar, idx *b0, idx *b1, idx *j0, idx *j1,
+                              int *s_end) noexcept nogil:
+    """A forward's phase between packing W_hh (the caller's share, before this) and its time
+    loop(s). Slice mode: this thread's share of the packed W_ih^T (if w_ih_pack), the barrier
+    that completes both packings; the thread then runs slices tid, tid + nthr, ... below
+    s_end = slices (the caller sets each one's rows). Grid: the thread's block (b0..j1) and
+    input_phase (gates of all steps into `gates` when whole); s_end = 1 (one pass, s = 0).
+    Returns the number of column parts of the grid (1 in slice mode)."""
+    if slices > 1:
+        if w_ih_pack != NULL:
+            pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
+        fc_barrier_wait(bar)
+        s_end[0] = slices
+        return 1
+    s_end[0] = 1
+    input_phase(tid, nthr, whole, T, B, G, I, x, w_ih, w_ih_pack, gates, bar)
+    return thread_block(tid, nthr, n_rows, n_cols, B, H, b0, b1, j0, j1)
+
 # Threads: every kernel is ONE OpenMP region of n_threads threads (BLAS single-threaded in
 # each): the hoisted GEMMs are split by rows over all of them; the time loop runs on an
 # n_rows x n_cols grid (see thread_block), where n_cols > 1 splits the hidden units of every
@@ -712,33 +787,21 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         act = False
         fc_barrier_set_n(&bar, nthr)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, P, G, w_hh, 1, P, w_pack)    # W_hh^T (P, 4H), ready at the barrier
-        if slices > 1:
-            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
-            nc = 1
-            if w_ih_pack != NULL:
-                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
-            fc_barrier_wait(&bar)
-            s = tid
-            s_end = slices
-        else:
-            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-            input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)  # L1
-            s = 0
-            s_end = 1
+        # slice mode: this thread's slices s = tid, tid + nthr, ...; grid: one pass (eq. L1's
+        # input part for all steps if training)
+        s_end = 0
+        nc = forward_setup(tid, nthr, slices, n_rows, n_cols, T, B, I, H, G, training, x, w_ih,
+                           w_ih_pack, gates, &bar, &b0, &b1, &j0, &j1, &s_end)
+        s = tid if slices > 1 else 0
         pref = training and nthr > 1 and slices <= 1
         while s < s_end:
             if slices > 1:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                b0 = 0
-                b1 = Bw
-                j0 = 0
-                j1 = H
+                Bw = slice_block(s, slices, B, H, &sb0, &b0, &b1, &j0, &j1)
                 yb = y + sb0 * P
                 gb = gates + T * sb0 * G
                 csb = cs + T * sb0 * H
@@ -906,7 +969,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         act = False
         op = part = 0
         pw_ih = pw_hh = pb = NULL
@@ -914,22 +977,12 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, G, P, w_hh, P, 1, w_pack)    # W_hh (4H, P)
         fc_barrier_wait(&bar)
-        if slices > 1:
-            nc = 1
-            s = tid
-            s_end = slices
-        else:
-            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-            s = 0
-            s_end = 1
+        s_end = 0
+        nc = backward_setup(tid, nthr, slices, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1, &s_end)
+        s = tid if slices > 1 else 0
         while s < s_end:
             if slices > 1:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                b0 = 0
-                b1 = Bw
-                j0 = 0
-                j1 = H
+                Bw = slice_block(s, slices, B, H, &sb0, &b0, &b1, &j0, &j1)
                 gb = gates + T * sb0 * G
                 csb = cs + T * sb0 * H
                 hsb = hs + T * sb0 * P
@@ -999,8 +1052,7 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
             # overwrites them
             s = tid
             while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
+                Bw = slice_rows(s, slices, B, &sb0)
                 slice_partials(dx, slices, s, G, I, P, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
                 tn_states(0, 1, G, P, T, Bw, gates + T * sb0 * G, G, h0 + sb0 * P,
                           hs + T * sb0 * P, pw_hh)
@@ -1010,19 +1062,12 @@ cdef int lstm_bwd(floating *dx, floating *dh0, floating *dc0,
                     colsum(T * Bw, G, G, gates + T * sb0 * G, pb, False)
                 s = s + nthr
             fc_barrier_wait(&bar)
-            add_slices(tid, nthr, G * I, dw_ih, dx, slice_w_elems(G, I, P), slices - 1, False)
-            add_slices(tid, nthr, G * P, dw_hh, dx + rnd16(G * I), slice_w_elems(G, I, P),
-                       slices - 1, False)
+            add_weight_partials(tid, nthr, slices, G, I, P, dx, dw_ih, dw_hh)
             if db != NULL:
                 add_slices(tid, nthr, G, db, dx + (slices - 1) * slice_w_elems(G, I, P),
                            slice_b_elems(G, H), slices, True)
             fc_barrier_wait(&bar)
-            s = tid
-            while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                slice_dx(T, Bw, B * I, I, G, gates + T * sb0 * G, w_ih, dx + sb0 * I)
-                s = s + nthr
+            slices_dx(tid, nthr, slices, T, B, I, G, gates, w_ih, dx)
         else:
             # dW_hh = dG_0^T h0 + dG_{1:}^T h_{:-1} ; dW_ih = dG^T @ X ; dx = dG @ W_ih ;
             # dW_hr = sum_t dh_t^T u_t (projection) ; db = sum dG: in parts, taken by free
@@ -1182,32 +1227,20 @@ cdef int gru_fwd(floating *y, floating *h_n,
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         fc_barrier_set_n(&bar, nthr)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, G, w_hh, 1, H, w_pack)    # W_hh^T (H, 3H), ready at the barrier
-        if slices > 1:
-            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
-            nc = 1
-            if w_ih_pack != NULL:
-                pack_part(tid, nthr, I, G, w_ih, 1, I, w_ih_pack)
-            fc_barrier_wait(&bar)
-            s = tid
-            s_end = slices
-        else:
-            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-            input_phase(tid, nthr, training, T, B, G, I, x, w_ih, w_ih_pack, gates, &bar)
-            s = 0
-            s_end = 1
+        # slice mode: this thread's slices s = tid, tid + nthr, ...; grid: one pass (eq. G1-G3's
+        # input parts for all steps if training)
+        s_end = 0
+        nc = forward_setup(tid, nthr, slices, n_rows, n_cols, T, B, I, H, G, training, x, w_ih,
+                           w_ih_pack, gates, &bar, &b0, &b1, &j0, &j1, &s_end)
+        s = tid if slices > 1 else 0
         pref = training and nthr > 1 and slices <= 1
         while s < s_end:
             if slices > 1:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                b0 = 0
-                b1 = Bw
-                j0 = 0
-                j1 = H
+                Bw = slice_block(s, slices, B, H, &sb0, &b0, &b1, &j0, &j1)
                 yb = y + sb0 * H
                 gb = gates + T * sb0 * G
                 hnb = hn_save + T * sb0 * H
@@ -1394,28 +1427,18 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         pw_ih = pw_hh = pb = NULL
         fc_barrier_set_n(&bar, nthr)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, G, H, w_hh, H, 1, w_pack)    # W_hh (3H, H)
         fc_barrier_wait(&bar)
-        if slices > 1:
-            nc = 1
-            s = tid
-            s_end = slices
-        else:
-            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-            s = 0
-            s_end = 1
+        s_end = 0
+        nc = backward_setup(tid, nthr, slices, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1, &s_end)
+        s = tid if slices > 1 else 0
         while s < s_end:
             if slices > 1:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                b0 = 0
-                b1 = Bw
-                j0 = 0
-                j1 = H
+                Bw = slice_block(s, slices, B, H, &sb0, &b0, &b1, &j0, &j1)
                 gb = gates + T * sb0 * G
                 hnb = hn + T * sb0 * H
                 hsb = hs + T * sb0 * H
@@ -1443,8 +1466,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
             # dW_ih, the bias sums; then the partials are added, then dx
             s = tid
             while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
+                Bw = slice_rows(s, slices, B, &sb0)
                 slice_partials(dx, slices, s, G, I, H, H, dw_ih, dw_hh, &pw_ih, &pw_hh, &pb)
                 gb = gates + T * sb0 * G
                 hnb = hn + T * sb0 * H
@@ -1463,8 +1485,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
             fc_barrier_wait(&bar)
             sw = slice_w_elems(G, I, H)
             sbe = slice_b_elems(G, H)
-            add_slices(tid, nthr, G * I, dw_ih, dx, sw, slices - 1, False)
-            add_slices(tid, nthr, G * H, dw_hh, dx + rnd16(G * I), sw, slices - 1, False)
+            add_weight_partials(tid, nthr, slices, G, I, H, dx, dw_ih, dw_hh)
             # db_ih = sum dG_x; db_hh's r, z parts (classic: all of it) the same sums,
             # reset_after its n part the sums of d(h W_hn^T)
             if db_ih != NULL:
@@ -1476,12 +1497,7 @@ cdef int gru_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh,
                     add_slices(tid, nthr, H, db_hh + 2 * H, dx + (slices - 1) * sw + rnd16(G),
                                sbe, slices, True)
             fc_barrier_wait(&bar)
-            s = tid
-            while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                slice_dx(T, Bw, B * I, I, G, gates + T * sb0 * G, w_ih, dx + sb0 * I)
-                s = s + nthr
+            slices_dx(tid, nthr, slices, T, B, I, G, gates, w_ih, dx)
         else:
             # the hoisted products, in parts taken by free threads (see next_task)
             gru_bwd_tasks(&tasks, parts, dx, dw_ih, dw_hh, db_ih, db_hh, gates, hn, hs, x, h0,
@@ -1543,33 +1559,20 @@ cdef int rnn_fwd(floating *y, floating *h_n, floating *hs, floating *hbuf,
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         act = False
         fc_barrier_set_n(&bar, nthr)
         prev_local = set_blas_threads(set_threads, 1)
         pack_part(tid, nthr, H, H, w_hh, 1, H, w_pack)    # W_hh^T (H, H)
-        if slices > 1:
-            # slice mode: this thread's slices s = tid, tid + nthr, ... as problems of their own
-            nc = 1
-            if w_ih_pack != NULL:
-                pack_part(tid, nthr, I, H, w_ih, 1, I, w_ih_pack)
-            fc_barrier_wait(&bar)
-            s = tid
-            s_end = slices
-        else:
-            nc = thread_block(tid, nthr, n_rows, n_cols, B, H, &b0, &b1, &j0, &j1)
-            input_phase(tid, nthr, hoisted, T, B, H, I, x, w_ih, w_ih_pack, buf, &bar)
-            s = 0
-            s_end = 1
+        # slice mode: this thread's slices s = tid, tid + nthr, ...; grid: one pass
+        s_end = 0
+        nc = forward_setup(tid, nthr, slices, n_rows, n_cols, T, B, I, H, H, hoisted, x, w_ih,
+                           w_ih_pack, buf, &bar, &b0, &b1, &j0, &j1, &s_end)
+        s = tid if slices > 1 else 0
         pref = hoisted and nthr > 1 and slices <= 1
         while s < s_end:
             if slices > 1:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
-                b0 = 0
-                b1 = Bw
-                j0 = 0
-                j1 = H
+                Bw = slice_block(s, slices, B, H, &sb0, &b0, &b1, &j0, &j1)
                 yb = y + sb0 * H
                 bufb = hs + T * sb0 * H
                 h0b = h0 + sb0 * H
@@ -1719,7 +1722,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
         nthr = omp_get_num_threads()
         # assigned here so that Cython makes them private to each thread (they are written
         # through pointers below, which Cython's privacy inference does not see)
-        b0 = b1 = j0 = j1 = 0
+        b0 = b1 = j0 = j1 = sb0 = 0
         act = False
         op = part = 0
         base = 0
@@ -1735,8 +1738,7 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
             pw_ih = pw_hh = pb = NULL
             s = tid
             while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
+                Bw = slice_rows(s, slices, B, &sb0)
                 hsb = hs + T * sb0 * H
                 dgb = dg + top * sb0 * H
                 dyb = dy + sb0 * H if dy != NULL else NULL
@@ -1785,25 +1787,21 @@ cdef int rnn_bwd(floating *dx, floating *dh0, floating *dw_ih, floating *dw_hh, 
                     t_hi = t_lo
                 s = s + nthr
             fc_barrier_wait(&bar)          # every slice's partials are complete: add them
-            add_slices(tid, nthr, H * I, dw_ih, dx, slice_w_elems(H, I, H), slices - 1, False)
-            add_slices(tid, nthr, H * H, dw_hh, dx + rnd16(H * I), slice_w_elems(H, I, H),
-                       slices - 1, False)
+            add_weight_partials(tid, nthr, slices, H, I, H, dx, dw_ih, dw_hh)
             if db != NULL:
                 add_slices(tid, nthr, H, db, dx + (slices - 1) * slice_w_elems(H, I, H),
                            slice_b_elems(H, H), slices, True)
             fc_barrier_wait(&bar)          # the partials are dead: dx, the top chunk's rows
             s = tid                        # first (dg lies below them)
             while s < slices:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
+                Bw = slice_rows(s, slices, B, &sb0)
                 slice_dx(top, Bw, B * I, I, H, dg + top * sb0 * H, w_ih,
                          dx + rest * B * I + sb0 * I)
                 s = s + nthr
             fc_barrier_wait(&bar)          # dg is dead: the other rows, from dG in hs[chunk:]
             s = tid
             while s < slices and rest > 0:
-                sb0 = slice_start(B, slices, s)
-                Bw = slice_start(B, slices, s + 1) - sb0
+                Bw = slice_rows(s, slices, B, &sb0)
                 slice_dx(rest, Bw, B * I, I, H, hs + T * sb0 * H + chunk * Bw * H, w_ih,
                          dx + sb0 * I)
                 s = s + nthr
