@@ -770,7 +770,6 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
     cdef floating *csb
     cdef floating *hsb
     cdef floating *usb
-    cdef const floating *xb
     cdef const floating *h0b
     cdef const floating *c0b
     cdef const int64_t *lenb
@@ -807,11 +806,10 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                 csb = cs + T * sb0 * H
                 hsb = hs + T * sb0 * P
                 usb = NULL
-                xb = x + sb0 * I
                 h0b = h0 + sb0 * P
                 c0b = c0 + sb0 * H
                 lenb = lengths + sb0 if lengths != NULL else NULL
-                slice_project(T, Bw, B * I, I, G, xb, w_ih, w_ih_pack, gb)    # eq. L1
+                slice_project(T, Bw, B * I, I, G, x + sb0 * I, w_ih, w_ih_pack, gb)  # eq. L1
             else:
                 Bw = B
                 yb = y
@@ -819,7 +817,6 @@ cdef int lstm_fwd(floating *y, floating *h_n, floating *c_n,
                 csb = cs
                 hsb = hs
                 usb = us
-                xb = x
                 h0b = h0
                 c0b = c0
                 lenb = lengths
